@@ -1,0 +1,49 @@
+"""The seam: named optional places where a PEFT method attaches to a frozen backbone.
+
+A backbone receives one `Slots` value and hands it down; each layer asks the slot it owns for a module.
+Every slot is a factory `factory(where=..., **dims) -> nn.Module | None`: `where` names the call site
+(`'encoder'`, `'decoder'`, `'encoder/attention'`, `'decoder/self_attention'`,
+`'decoder/encoder_decoder_attention'`, `'encoder/mlp'`, ...), so one method can decide where it acts and
+return None elsewhere. The returned module chooses its own name (`prompt`, `lora_query`, `prefix`, ...):
+module names are checkpoint paths and what the trainable mask matches.
+
+With every slot None the backbone is exactly the base model (tested bit-for-bit).
+
+Slot contracts (shapes use b=batch, l=length, d=embed, n=heads, h=head_dim):
+  input_transform(where, embed_dim) -> m(embedded [b,l,d], mask [b,l], tokens [b,l], *, deterministic)
+      -> (embedded [b,l',d], mask [b,l'])            prompt tuning (before input dropout)
+  layer_input_hook(where, num_layers, embed_dim) -> m(h [b,l,d], layer: int, state, context, *, deterministic)
+      -> (h, state)                                  PASTA deltas, GPC cell between layers
+  attention_kv_prefix(where, num_heads, head_dim) -> m(batch: int) -> (keys [b,p,n,h], values [b,p,n,h])
+  projection_delta(where, target, in_features, out_features) -> m(x [...,in]) -> [...,out]   LoRA
+  attention_head_adapter(where, embed_dim, num_heads, head_dim) -> m(x [b,l,d], *, deterministic) -> [b,l,n*h]
+  mlp_extra(where, embed_dim) -> m(x [b,l,d], *, deterministic) -> [b,l,d]     FL-tuning extra units
+  post_attention_adapter / post_mlp_adapter(where, embed_dim)
+      -> m(sublayer_input [b,l,d], sublayer_output [b,l,d], *, deterministic) -> [b,l,d]
+                                                     sequential / parallel / scaled adapters
+"""
+import dataclasses
+from typing import Any, Callable, Optional
+
+Factory = Optional[Callable[..., Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Slots:
+  """The method slots of a backbone; every field defaults to None (the base model)."""
+  input_transform: Factory = None
+  layer_input_hook: Factory = None
+  attention_kv_prefix: Factory = None
+  projection_delta: Factory = None
+  attention_head_adapter: Factory = None
+  mlp_extra: Factory = None
+  post_attention_adapter: Factory = None
+  post_mlp_adapter: Factory = None
+
+  def make(self, slot: str, **kwargs) -> Any:
+    """Calls the factory bound to `slot`, or returns None when the slot is empty."""
+    factory = getattr(self, slot)
+    return None if factory is None else factory(**kwargs)
+
+
+NO_SLOTS = Slots()
