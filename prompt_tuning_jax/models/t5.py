@@ -65,3 +65,32 @@ def shift_right(targets: Array, decoder_start_token_id: int = 0) -> Array:
 
 
 __all__ = ["T5", "T5Config", "shift_right"]
+
+
+def scan_params(params: dict) -> dict:
+  """Unscanned tree (`layers_0`, `layers_1`, ...) -> scanned tree (`layers`, leading axis = layer).
+
+  Use it to run checkpoints (HF, t5x) in a `scan_layers=True` model; `unscan_params` inverts it.
+  """
+  out = dict(params)
+  for stack in ("encoder", "decoder"):
+    sub = dict(params[stack])
+    names = sorted((k for k in sub if k.startswith("layers_")), key=lambda k: int(k.split("_")[1]))
+    if names:
+      stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[sub.pop(k) for k in names])
+      out[stack] = {**sub, "layers": stacked}
+  return out
+
+
+def unscan_params(params: dict) -> dict:
+  """Scanned tree (`layers` with a leading layer axis) -> unscanned (`layers_0`, ...)."""
+  out = dict(params)
+  for stack in ("encoder", "decoder"):
+    sub = dict(params[stack])
+    if "layers" in sub:
+      stacked = sub.pop("layers")
+      num_layers = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+      for i in range(num_layers):
+        sub[f"layers_{i}"] = jax.tree_util.tree_map(lambda x, i=i: x[i], stacked)
+      out[stack] = sub
+  return out
