@@ -37,9 +37,13 @@ class T5(nn.Module):
     self.encoder = Encoder(cfg, self.token_embedder, self.slots, name="encoder")
     self.decoder = Decoder(cfg, self.token_embedder, self.slots, name="decoder")
 
-  def encode(self, encoder_input_tokens: Array, *, enable_dropout: bool = False) -> tuple[Array, Array]:
-    """Tokens [b, l] -> (encoded [b, l', d], encoder_mask [b, l'] bool); l' > l when prompts are added."""
-    return self.encoder(encoder_input_tokens, deterministic=not enable_dropout)
+  def encode(self, encoder_input_tokens: Array, *, prompt_index: Optional[Array] = None,
+             enable_dropout: bool = False) -> tuple[Array, Array]:
+    """Tokens [b, l] -> (encoded [b, l', d], encoder_mask [b, l'] bool); l' > l when prompts are added.
+
+    `prompt_index` [b] picks each example's prompt from a prompt bank (ensembles, mixed-task batches).
+    """
+    return self.encoder(encoder_input_tokens, prompt_index=prompt_index, deterministic=not enable_dropout)
 
   def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array, *,
              decoder_positions: Optional[Array] = None, max_decode_length: Optional[int] = None,
@@ -52,9 +56,10 @@ class T5(nn.Module):
                         max_decode_length=max_decode_length, deterministic=not enable_dropout, decode=decode)
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array, *,
-               enable_dropout: bool = False) -> Array:
+               prompt_index: Optional[Array] = None, enable_dropout: bool = False) -> Array:
     """[b, l] and [b, t] token ids -> logits [b, t, vocab] (float32)."""
-    encoded, encoder_mask = self.encode(encoder_input_tokens, enable_dropout=enable_dropout)
+    encoded, encoder_mask = self.encode(encoder_input_tokens, prompt_index=prompt_index,
+                                        enable_dropout=enable_dropout)
     return self.decode(encoded, encoder_mask, decoder_input_tokens, enable_dropout=enable_dropout)
 
 

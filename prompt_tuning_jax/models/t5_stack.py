@@ -149,11 +149,12 @@ class Encoder(nn.Module):
     """[b, l] ids -> [b, l, d]."""
     return self.token_embedder(tokens)
 
-  def combine_inputs(self, embedded: Array, mask: Array, tokens: Array, *, deterministic: bool = True):
+  def combine_inputs(self, embedded: Array, mask: Array, tokens: Array, *,
+                     prompt_index: Optional[Array] = None, deterministic: bool = True):
     """The input_transform slot (prompts): ([b, l, d], [b, l]) -> ([b, l', d], [b, l'])."""
     if self.input_transform is None:
       return embedded, mask
-    return self.input_transform(embedded, mask, tokens, deterministic=deterministic)
+    return self.input_transform(embedded, mask, tokens, prompt_index=prompt_index, deterministic=deterministic)
 
   def encode_from_embeddings(self, embedded: Array, mask: Array, tokens: Array, *,
                              deterministic: bool = True) -> Array:
@@ -167,9 +168,11 @@ class Encoder(nn.Module):
                      {"tokens": tokens, "mask": mask}, deterministic)
     return self.dropout(self.encoder_norm(x), deterministic=deterministic)
 
-  def __call__(self, tokens: Array, *, deterministic: bool = True) -> tuple[Array, Array]:
+  def __call__(self, tokens: Array, *, prompt_index: Optional[Array] = None,
+               deterministic: bool = True) -> tuple[Array, Array]:
     """[b, l] ids -> (encoded [b, l', d], mask [b, l'])."""
-    embedded, mask = self.combine_inputs(self.embed(tokens), tokens > 0, tokens, deterministic=deterministic)
+    embedded, mask = self.combine_inputs(self.embed(tokens), tokens > 0, tokens, prompt_index=prompt_index,
+                                         deterministic=deterministic)
     return self.encode_from_embeddings(embedded, mask, tokens, deterministic=deterministic), mask
 
 
