@@ -1,7 +1,8 @@
 """The seam: named optional places where a PEFT method attaches to a frozen backbone.
 
 A backbone receives one `Slots` value and hands it down; each layer asks the slot it owns for a module.
-Every slot is a factory `factory(where=..., **dims) -> nn.Module | None`: `where` names the call site
+Every slot is a factory `factory(where=..., backbone=..., **dims) -> nn.Module | None`. `backbone` is
+'t5' or 'bert' (set by the model, so one method gin file serves both); `where` names the call site
 (`'encoder'`, `'decoder'`, `'encoder/attention'`, `'decoder/self_attention'`,
 `'decoder/encoder_decoder_attention'`, `'encoder/mlp'`, ...), so one method can decide where it acts and
 return None elsewhere. The returned module chooses its own name (`prompt`, `lora_query`, `prefix`, ...):
@@ -40,11 +41,15 @@ class Slots:
   mlp_extra: Factory = None
   post_attention_adapter: Factory = None
   post_mlp_adapter: Factory = None
+  backbone: str = ""  # set by the model (`for_backbone`), handed to every factory
+
+  def for_backbone(self, backbone: str) -> "Slots":
+    return dataclasses.replace(self, backbone=backbone)
 
   def make(self, slot: str, **kwargs) -> Any:
-    """Calls the factory bound to `slot`, or returns None when the slot is empty."""
+    """Calls the factory bound to `slot` (with `backbone=`), or returns None when the slot is empty."""
     factory = getattr(self, slot)
-    return None if factory is None else factory(**kwargs)
+    return None if factory is None else factory(backbone=self.backbone, **kwargs)
 
 
 NO_SLOTS = Slots()

@@ -34,8 +34,9 @@ class T5(nn.Module):
     cfg = self.config
     self.token_embedder = layers.Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.activation_dtype,
                                        param_dtype=cfg.parameter_dtype, name="token_embedder")
-    self.encoder = Encoder(cfg, self.token_embedder, self.slots, name="encoder")
-    self.decoder = Decoder(cfg, self.token_embedder, self.slots, name="decoder")
+    slots = self.slots.for_backbone("t5")
+    self.encoder = Encoder(cfg, self.token_embedder, slots, name="encoder")
+    self.decoder = Decoder(cfg, self.token_embedder, slots, name="decoder")
 
   def encode(self, encoder_input_tokens: Array, *, prompt_index: Optional[Array] = None,
              enable_dropout: bool = False) -> tuple[Array, Array]:

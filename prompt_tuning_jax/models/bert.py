@@ -1,0 +1,285 @@
+"""BERT encoder (post-LN, learned absolute positions) with classification heads, in Flax linen.
+
+Calling convention (HF): `model.apply({'params': params}, input_ids, attention_mask, token_type_ids)`;
+a missing attention_mask attends to every token that is not `pad_token_id`.
+
+Seams (DESIGN.md): `embed` -> `combine_inputs` (input_transform slot: prompts join the LayerNorm-ed
+embeddings, so they get no position embedding) -> `encode_from_embeddings`; the other slots go down to
+the layers. Parameter names and their HF counterparts (checkpoints/hf_bert.py holds the full map):
+  embeddings/{word,position,token_type}_embeddings/embedding   embeddings.*_embeddings.weight
+  embeddings/layer_norm                                        embeddings.LayerNorm
+  encoder/layers_N/attention/{query,key,value,out}             encoder.layer.N.attention.{self.*,output.dense}
+  encoder/layers_N/post_attention_layer_norm                   encoder.layer.N.attention.output.LayerNorm
+  encoder/layers_N/mlp/{wi,wo}                                 encoder.layer.N.{intermediate,output}.dense
+  encoder/layers_N/post_mlp_layer_norm                         encoder.layer.N.output.LayerNorm
+  pooler                                                       pooler.dense
+Shapes: b=batch, l=length, d=embed.
+"""
+import dataclasses
+from typing import Any, Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from prompt_tuning_jax.models import layers
+from prompt_tuning_jax.models.attention import MultiHeadAttention
+from prompt_tuning_jax.models.mlp import MlpBlock
+from prompt_tuning_jax.models.slots import NO_SLOTS, Slots
+
+Array = jax.Array
+INIT = nn.initializers.normal(stddev=0.02)  # BERT's initializer_range for every kernel and table.
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  """Sizes of a BERT model; the defaults are BERT-base (uncased).
+
+  Attributes:
+    vocab_size / max_position_embeddings / type_vocab_size: rows of the three embedding tables.
+    embed_dim: hidden_size. num_heads / head_dim: attention heads and size per head.
+    mlp_dim: FFN hidden units (intermediate_size). num_layers: depth.
+    activation: FFN activation ('gelu' is the exact erf GELU, as HF's 'gelu').
+    dropout_rate: hidden dropout (embeddings, sublayer outputs, heads); attention_dropout_rate: on the weights.
+    pad_token_id: padding id, the default attention mask. num_labels: classifier outputs.
+    dtype: activation dtype; params are `param_dtype` (strings or jnp dtypes).
+  """
+  vocab_size: int = 30522
+  embed_dim: int = 768
+  num_heads: int = 12
+  head_dim: int = 64
+  mlp_dim: int = 3072
+  num_layers: int = 12
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_epsilon: float = 1e-12
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  activation: str = "gelu"
+  pad_token_id: int = 0
+  num_labels: int = 2
+  dtype: Any = "float32"
+  param_dtype: Any = "float32"
+
+  @property
+  def activation_dtype(self) -> Any:
+    return jnp.dtype(self.dtype)
+
+  @property
+  def parameter_dtype(self) -> Any:
+    return jnp.dtype(self.param_dtype)
+
+  def replace(self, **changes) -> "BertConfig":
+    return dataclasses.replace(self, **changes)
+
+
+BERT_BASE = BertConfig()  # 109,482,240 parameters with the pooler.
+BERT_LARGE = BertConfig(embed_dim=1024, num_heads=16, mlp_dim=4096, num_layers=24)
+
+
+def bert_config_from_hf(hf: dict[str, Any], **overrides) -> BertConfig:
+  """Builds our config from a HF BERT config.json dict; `overrides` replace any field."""
+  if hf.get("position_embedding_type", "absolute") != "absolute":
+    raise ValueError(f"position_embedding_type={hf['position_embedding_type']!r}; only 'absolute' is supported")
+  if hf["hidden_size"] % hf["num_attention_heads"]:
+    raise ValueError(f"hidden_size={hf['hidden_size']} is not a multiple of "
+                     f"num_attention_heads={hf['num_attention_heads']}")
+  fields = dict(
+      vocab_size=hf["vocab_size"], embed_dim=hf["hidden_size"], num_heads=hf["num_attention_heads"],
+      head_dim=hf["hidden_size"] // hf["num_attention_heads"], mlp_dim=hf["intermediate_size"],
+      num_layers=hf["num_hidden_layers"], max_position_embeddings=hf["max_position_embeddings"],
+      type_vocab_size=hf["type_vocab_size"], layer_norm_epsilon=hf.get("layer_norm_eps", 1e-12),
+      dropout_rate=hf.get("hidden_dropout_prob", 0.1),
+      attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
+      activation=hf.get("hidden_act", "gelu"), pad_token_id=hf.get("pad_token_id", 0) or 0,
+      num_labels=len(hf["id2label"]) if "id2label" in hf else hf.get("num_labels", 2))
+  layers.activation(fields["activation"])  # fails early on an unknown activation
+  return BertConfig(**{**fields, **overrides})
+
+
+def hf_config_from_bert(config: BertConfig) -> dict[str, Any]:
+  """The HF config.json dict for our config (inverse of `bert_config_from_hf`)."""
+  return {
+      "architectures": ["BertModel"], "model_type": "bert", "vocab_size": config.vocab_size,
+      "hidden_size": config.embed_dim, "num_attention_heads": config.num_heads,
+      "intermediate_size": config.mlp_dim, "num_hidden_layers": config.num_layers,
+      "max_position_embeddings": config.max_position_embeddings, "type_vocab_size": config.type_vocab_size,
+      "layer_norm_eps": config.layer_norm_epsilon, "hidden_dropout_prob": config.dropout_rate,
+      "attention_probs_dropout_prob": config.attention_dropout_rate, "hidden_act": config.activation,
+      "pad_token_id": config.pad_token_id, "position_embedding_type": "absolute",
+      "id2label": {str(i): f"LABEL_{i}" for i in range(config.num_labels)},
+  }
+
+
+def _dense(cfg: BertConfig, features: int, axes: tuple[str, str], name: str) -> layers.Dense:
+  return layers.Dense(features, axes, use_bias=True, kernel_init=INIT, dtype=cfg.activation_dtype,
+                      param_dtype=cfg.parameter_dtype, name=name)
+
+
+def _norm(cfg: BertConfig, name: str) -> layers.LayerNorm:
+  return layers.LayerNorm(cfg.layer_norm_epsilon, cfg.activation_dtype, cfg.parameter_dtype, name=name)
+
+
+@flax.struct.dataclass
+class BertOutput:
+  """last_hidden_state [b, l, d] (l grows when prompts are added); pooler_output [b, d] = tanh-dense of position 0."""
+  last_hidden_state: Array
+  pooler_output: Array
+
+
+class BertEmbeddings(nn.Module):
+  """LayerNorm(word + position + token type embeddings); no dropout (the model applies it after the prompt seam)."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, input_ids: Array, token_type_ids: Array) -> Array:
+    """[b, l] ids and token types -> [b, l, d]."""
+    cfg = self.config
+    length = input_ids.shape[-1]
+    if length > cfg.max_position_embeddings:
+      raise ValueError(f"input length {length} exceeds max_position_embeddings={cfg.max_position_embeddings}")
+    embed = lambda n, axes, name: layers.Embed(n, cfg.embed_dim, axes, INIT, cfg.activation_dtype,
+                                               cfg.parameter_dtype, name=name)
+    x = (embed(cfg.vocab_size, ("vocab", "embed"), "word_embeddings")(input_ids)
+         + embed(cfg.type_vocab_size, ("token_types", "embed"), "token_type_embeddings")(token_type_ids)
+         + embed(cfg.max_position_embeddings, ("positions", "embed"), "position_embeddings")(jnp.arange(length)))
+    return _norm(cfg, "layer_norm")(x)
+
+
+class BertLayer(nn.Module):
+  """Post-LN layer: a = LN1(h + Drop(MHA(h))); out = LN2(a + Drop(FFN(a))); adapter slots before each dropout."""
+  config: BertConfig
+  slots: Slots = NO_SLOTS
+
+  def _add_and_norm(self, x: Array, out: Array, slot: str, where: str, norm: str, deterministic: bool) -> Array:
+    """LN(x + Drop(adapter(x, out))): x is the sublayer input, out its output [b, l, d]."""
+    adapter = self.slots.make(slot, where=where, embed_dim=x.shape[-1])
+    if adapter is not None:
+      out = adapter(x, out, deterministic=deterministic).astype(out.dtype)
+    out = nn.Dropout(self.config.dropout_rate)(out, deterministic=deterministic)
+    return _norm(self.config, norm)(x + out)
+
+  @nn.compact
+  def __call__(self, h: Array, mask: Array, *, deterministic: bool = True) -> Array:
+    """h [b, l, d], mask [b, 1, 1, l] (keys only) -> [b, l, d]."""
+    cfg = self.config
+    out = MultiHeadAttention(cfg.num_heads, cfg.head_dim, "encoder/attention", use_bias=True,
+                             dropout_rate=cfg.attention_dropout_rate, kernel_init=INIT, slots=self.slots,
+                             dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype, name="attention")(
+                                 h, h, mask, deterministic=deterministic)
+    a = self._add_and_norm(h, out, "post_attention_adapter", "encoder/attention", "post_attention_layer_norm",
+                           deterministic)
+    out = MlpBlock(cfg.mlp_dim, (cfg.activation,), "encoder/mlp", use_bias=True, kernel_init=INIT,
+                   slots=self.slots, dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype, name="mlp")(
+                       a, deterministic=deterministic)
+    return self._add_and_norm(a, out, "post_mlp_adapter", "encoder/mlp", "post_mlp_layer_norm", deterministic)
+
+
+class BertEncoder(nn.Module):
+  """Layers `layers_0..`; the layer_input_hook slot (made once, where='encoder') runs before each layer."""
+  config: BertConfig
+  slots: Slots = NO_SLOTS
+
+  @nn.compact
+  def __call__(self, h: Array, mask: Array, input_ids: Array, *, deterministic: bool = True) -> Array:
+    """h [b, l, d], mask [b, l] bool, input_ids [b, l0] (hook context) -> [b, l, d]."""
+    cfg = self.config
+    hook = self.slots.make("layer_input_hook", where="encoder", num_layers=cfg.num_layers, embed_dim=cfg.embed_dim)
+    state = None
+    for i in range(cfg.num_layers):
+      if hook is not None:
+        h, state = hook(h, layer=i, state=state, context={"tokens": input_ids, "mask": mask},
+                        deterministic=deterministic)
+      h = BertLayer(cfg, self.slots, name=f"layers_{i}")(h, mask[:, None, None, :], deterministic=deterministic)
+    return h
+
+
+class BertModel(nn.Module):
+  """Embeddings -> input_transform -> dropout -> encoder; `pool` adds the tanh pooler on position 0.
+
+  Attributes:
+    config: sizes. slots: PEFT slots; all None gives the base model exactly.
+  """
+  config: BertConfig
+  slots: Slots = NO_SLOTS
+
+  def setup(self):
+    cfg = self.config
+    self.embeddings = BertEmbeddings(cfg)
+    self.input_transform = self.slots.make("input_transform", where="encoder", embed_dim=cfg.embed_dim)
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.encoder = BertEncoder(cfg, self.slots)
+    # NOTE: a square kernel needs two distinct logical names; 'mlp' names the pooled features (as flaxformer).
+    self.pooler = _dense(cfg, cfg.embed_dim, ("embed", "mlp"), "pooler")
+
+  def embed(self, input_ids: Array, token_type_ids: Optional[Array] = None) -> Array:
+    """[b, l] ids (and token types, default 0) -> LayerNorm-ed embeddings [b, l, d]."""
+    token_type_ids = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+    return self.embeddings(input_ids, token_type_ids)
+
+  def combine_inputs(self, embedded: Array, mask: Array, input_ids: Array, *, deterministic: bool = True):
+    """The input_transform slot (prompts): ([b, l, d], [b, l]) -> ([b, l', d], [b, l'])."""
+    if self.input_transform is None:
+      return embedded, mask
+    return self.input_transform(embedded, mask, input_ids, deterministic=deterministic)
+
+  def encode_from_embeddings(self, embedded: Array, mask: Array, input_ids: Array, *,
+                             deterministic: bool = True) -> Array:
+    """Embedding dropout and the layers: [b, l, d] and [b, l] bool mask -> [b, l, d]."""
+    h = self.dropout(embedded, deterministic=deterministic)
+    return self.encoder(h, mask, input_ids, deterministic=deterministic)
+
+  def encode(self, input_ids: Array, attention_mask: Optional[Array] = None,
+             token_type_ids: Optional[Array] = None, *, enable_dropout: bool = False) -> tuple[Array, Array]:
+    """[b, l] ids -> (hidden [b, l', d], mask [b, l'] bool); l' > l when prompts are added."""
+    mask = input_ids != self.config.pad_token_id if attention_mask is None else attention_mask.astype(bool)
+    embedded, mask = self.combine_inputs(self.embed(input_ids, token_type_ids), mask, input_ids,
+                                         deterministic=not enable_dropout)
+    return self.encode_from_embeddings(embedded, mask, input_ids, deterministic=not enable_dropout), mask
+
+  def pool(self, hidden: Array) -> Array:
+    """[b, l, d] -> tanh(dense(hidden[:, 0])) [b, d]."""
+    return jnp.tanh(self.pooler(hidden[:, 0]))
+
+  def __call__(self, input_ids: Array, attention_mask: Optional[Array] = None,
+               token_type_ids: Optional[Array] = None, *, enable_dropout: bool = False) -> BertOutput:
+    hidden, _ = self.encode(input_ids, attention_mask, token_type_ids, enable_dropout=enable_dropout)
+    return BertOutput(last_hidden_state=hidden, pooler_output=self.pool(hidden))
+
+
+class BertForSequenceClassification(nn.Module):
+  """`bert` -> pooler -> dropout -> `classifier` Dense(num_labels): logits [b, num_labels] float32."""
+  config: BertConfig
+  slots: Slots = NO_SLOTS
+
+  @nn.compact
+  def __call__(self, input_ids: Array, attention_mask: Optional[Array] = None,
+               token_type_ids: Optional[Array] = None, *, enable_dropout: bool = False) -> Array:
+    cfg = self.config
+    pooled = BertModel(cfg, self.slots, name="bert")(input_ids, attention_mask, token_type_ids,
+                                                      enable_dropout=enable_dropout).pooler_output
+    pooled = nn.Dropout(cfg.dropout_rate)(pooled, deterministic=not enable_dropout)
+    return _dense(cfg, cfg.num_labels, ("embed", "labels"), "classifier")(pooled).astype(jnp.float32)
+
+
+class BertForTokenClassification(nn.Module):
+  """`bert` (no pooler, as HF) -> dropout -> per-token `classifier`: logits [b, l', num_labels] float32.
+
+  l' = l plus any prompt length the input_transform slot adds.
+  """
+  config: BertConfig
+  slots: Slots = NO_SLOTS
+
+  @nn.compact
+  def __call__(self, input_ids: Array, attention_mask: Optional[Array] = None,
+               token_type_ids: Optional[Array] = None, *, enable_dropout: bool = False) -> Array:
+    cfg = self.config
+    hidden, _ = BertModel(cfg, self.slots, name="bert").encode(input_ids, attention_mask, token_type_ids,
+                                                               enable_dropout=enable_dropout)
+    hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=not enable_dropout)
+    return _dense(cfg, cfg.num_labels, ("embed", "labels"), "classifier")(hidden).astype(jnp.float32)
+
+
+HEADS = {"sequence_classification": BertForSequenceClassification,
+         "token_classification": BertForTokenClassification}
