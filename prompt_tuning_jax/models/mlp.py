@@ -48,7 +48,7 @@ class MlpBlock(nn.Module):
       hidden = h if hidden is None else hidden * h  # [b, l, mlp]
     hidden = nn.Dropout(self.intermediate_dropout_rate)(hidden, deterministic=deterministic)
     out = self._dense("wo", hidden, x.shape[-1], ("mlp", "embed"))
-    extra = self.slots.make("mlp_extra", where=self.where, embed_dim=x.shape[-1])
+    extra = self.slots.make("mlp_extra", where=self.where, embed_dim=x.shape[-1], activations=tuple(self.activations))
     if extra is not None:
       out = out + extra(x, deterministic=deterministic).astype(out.dtype)
     return out

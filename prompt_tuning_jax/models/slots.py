@@ -19,7 +19,8 @@ Slot contracts (shapes use b=batch, l=length, d=embed, n=heads, h=head_dim):
   attention_kv_prefix(where, num_heads, head_dim) -> m(batch: int) -> (keys [b,p,n,h], values [b,p,n,h])
   projection_delta(where, target, in_features, out_features) -> m(x [...,in]) -> [...,out]   LoRA
   attention_head_adapter(where, embed_dim, num_heads, head_dim) -> m(x [b,l,d], *, deterministic) -> [b,l,n*h]
-  mlp_extra(where, embed_dim) -> m(x [b,l,d], *, deterministic) -> [b,l,d]     FL-tuning extra units
+  mlp_extra(where, embed_dim, activations) -> m(x [b,l,d], *, deterministic) -> [b,l,d]
+                                                     FL-tuning extra units (activations: the host FFN's)
   post_attention_adapter / post_mlp_adapter(where, embed_dim)
       -> m(sublayer_input [b,l,d], sublayer_output [b,l,d], *, deterministic) -> [b,l,d]
                                                      sequential / parallel / scaled adapters
