@@ -3,6 +3,8 @@
 Gin files are looked up relative to the working directory and to the installed `gin/` folder
 (`prompt_tuning_jax.gin`), so `--gin_file=models/t5_1_1_base.gin` works from anywhere.
 """
+import difflib
+import glob
 import importlib.resources
 import os
 import pathlib
@@ -41,9 +43,22 @@ def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]
   return files, bindings, rest
 
 
+def resolve_gin_file(name: str) -> str:
+  """A gin file name -> its absolute path (as given, else under gin_search_paths), or a clear error."""
+  candidates = [name] + [os.path.join(root, name) for root in gin_search_paths()]
+  for candidate in candidates:
+    if os.path.isfile(candidate):
+      return os.path.abspath(candidate)
+  shipped = sorted(os.path.relpath(p, gin_dir()) for p in glob.glob(os.path.join(gin_dir(), "*", "*.gin")))
+  close = difflib.get_close_matches(name, shipped, n=3, cutoff=0.5)
+  raise FileNotFoundError(f"gin file {name!r} not found in {gin_search_paths()}; "
+                          f"close matches: {close or 'none'}")
+
+
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), finalize: bool = True) -> None:
-  """Clears gin, then parses the files (searched on gin_search_paths) and the bindings."""
+  """Clears gin, then parses the files (resolved on gin_search_paths) and the bindings."""
   gin.clear_config()
   for path in gin_search_paths():
     gin.add_config_file_search_path(path)
-  gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings), finalize_config=finalize)
+  files = [resolve_gin_file(f) for f in gin_files]
+  gin.parse_config_files_and_bindings(files, list(gin_bindings), finalize_config=finalize)

@@ -19,14 +19,26 @@ SAFETENSORS = "model.safetensors"
 
 
 def read_hf_dir(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-  """A HF model directory -> (config.json dict, {name: array}) from model.safetensors."""
-  config_path, weights_path = os.path.join(path, "config.json"), os.path.join(path, SAFETENSORS)
-  for required in (config_path, weights_path):
-    if not os.path.isfile(required):
-      raise FileNotFoundError(f"{required}: not found (expected a HF directory with config.json and {SAFETENSORS})")
+  """A HF model directory -> (config.json dict, {name: array}) from model.safetensors or its shards.
+
+  Sharded checkpoints (large T5s) list their files in model.safetensors.index.json.
+  """
+  config_path = os.path.join(path, "config.json")
+  weights_path, index_path = os.path.join(path, SAFETENSORS), os.path.join(path, SAFETENSORS + ".index.json")
+  if not os.path.isfile(config_path):
+    raise FileNotFoundError(f"{config_path}: not found (expected a HF directory with config.json and {SAFETENSORS})")
   with open(config_path) as f:
     config = json.load(f)
-  return config, load_file(weights_path)
+  if os.path.isfile(weights_path):
+    return config, load_file(weights_path)
+  if not os.path.isfile(index_path):
+    raise FileNotFoundError(f"{path}: neither {SAFETENSORS} nor {SAFETENSORS}.index.json found")
+  with open(index_path) as f:
+    shards = sorted(set(json.load(f)["weight_map"].values()))
+  tensors = {}
+  for shard in shards:
+    tensors.update(load_file(os.path.join(path, shard)))
+  return config, tensors
 
 
 def write_hf_dir(path: str, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
@@ -56,13 +68,14 @@ def params_from_tensors(expected: dict[str, tuple[int, ...]], names: dict[str, t
   flat, used = {}, set()
   for path, shape in expected.items():
     hf_name, transpose = names[path]
+    stored_shape = shape[::-1] if transpose else shape  # torch Linear weights are [out, in]
     if hf_name not in tensors:
-      raise ValueError(f"{source}: missing {hf_name} for parameter {path} (expected shape {shape})")
+      raise ValueError(f"{source}: missing {hf_name} for parameter {path} (expected shape {stored_shape})")
     value = np.asarray(tensors[hf_name], dtype=dtype)
-    value = value.T if transpose else value
-    if value.shape != shape:
-      raise ValueError(f"{source}: {hf_name} -> {path}: shape {value.shape} in the file, {shape} in the model")
-    flat[path] = value
+    if value.shape != stored_shape:
+      raise ValueError(f"{source}: {hf_name} -> {path}: shape {value.shape} in the file, "
+                       f"{stored_shape} expected by the model")
+    flat[path] = value.T if transpose else value
     used.add(hf_name)
   unexpected = sorted(set(tensors) - used)
   if unexpected:

@@ -15,8 +15,7 @@ the layers. Parameter names and their HF counterparts (checkpoints/hf_bert.py ho
   pooler                                                       pooler.dense
 Shapes: b=batch, l=length, d=embed.
 """
-import dataclasses
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
 import flax.struct
@@ -25,91 +24,12 @@ import jax.numpy as jnp
 
 from prompt_tuning_jax.models import layers
 from prompt_tuning_jax.models.attention import MultiHeadAttention
+from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.mlp import MlpBlock
 from prompt_tuning_jax.models.slots import NO_SLOTS, Slots
 
 Array = jax.Array
 INIT = nn.initializers.normal(stddev=0.02)  # BERT's initializer_range for every kernel and table.
-
-
-@dataclasses.dataclass(frozen=True)
-class BertConfig:
-  """Sizes of a BERT model; the defaults are BERT-base (uncased).
-
-  Attributes:
-    vocab_size / max_position_embeddings / type_vocab_size: rows of the three embedding tables.
-    embed_dim: hidden_size. num_heads / head_dim: attention heads and size per head.
-    mlp_dim: FFN hidden units (intermediate_size). num_layers: depth.
-    activation: FFN activation ('gelu' is the exact erf GELU, as HF's 'gelu').
-    dropout_rate: hidden dropout (embeddings, sublayer outputs, heads); attention_dropout_rate: on the weights.
-    pad_token_id: padding id, the default attention mask. num_labels: classifier outputs.
-    dtype: activation dtype; params are `param_dtype` (strings or jnp dtypes).
-  """
-  vocab_size: int = 30522
-  embed_dim: int = 768
-  num_heads: int = 12
-  head_dim: int = 64
-  mlp_dim: int = 3072
-  num_layers: int = 12
-  max_position_embeddings: int = 512
-  type_vocab_size: int = 2
-  layer_norm_epsilon: float = 1e-12
-  dropout_rate: float = 0.1
-  attention_dropout_rate: float = 0.1
-  activation: str = "gelu"
-  pad_token_id: int = 0
-  num_labels: int = 2
-  dtype: Any = "float32"
-  param_dtype: Any = "float32"
-
-  @property
-  def activation_dtype(self) -> Any:
-    return jnp.dtype(self.dtype)
-
-  @property
-  def parameter_dtype(self) -> Any:
-    return jnp.dtype(self.param_dtype)
-
-  def replace(self, **changes) -> "BertConfig":
-    return dataclasses.replace(self, **changes)
-
-
-BERT_BASE = BertConfig()  # 109,482,240 parameters with the pooler.
-BERT_LARGE = BertConfig(embed_dim=1024, num_heads=16, mlp_dim=4096, num_layers=24)
-
-
-def bert_config_from_hf(hf: dict[str, Any], **overrides) -> BertConfig:
-  """Builds our config from a HF BERT config.json dict; `overrides` replace any field."""
-  if hf.get("position_embedding_type", "absolute") != "absolute":
-    raise ValueError(f"position_embedding_type={hf['position_embedding_type']!r}; only 'absolute' is supported")
-  if hf["hidden_size"] % hf["num_attention_heads"]:
-    raise ValueError(f"hidden_size={hf['hidden_size']} is not a multiple of "
-                     f"num_attention_heads={hf['num_attention_heads']}")
-  fields = dict(
-      vocab_size=hf["vocab_size"], embed_dim=hf["hidden_size"], num_heads=hf["num_attention_heads"],
-      head_dim=hf["hidden_size"] // hf["num_attention_heads"], mlp_dim=hf["intermediate_size"],
-      num_layers=hf["num_hidden_layers"], max_position_embeddings=hf["max_position_embeddings"],
-      type_vocab_size=hf["type_vocab_size"], layer_norm_epsilon=hf.get("layer_norm_eps", 1e-12),
-      dropout_rate=hf.get("hidden_dropout_prob", 0.1),
-      attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
-      activation=hf.get("hidden_act", "gelu"), pad_token_id=hf.get("pad_token_id", 0) or 0,
-      num_labels=len(hf["id2label"]) if "id2label" in hf else hf.get("num_labels", 2))
-  layers.activation(fields["activation"])  # fails early on an unknown activation
-  return BertConfig(**{**fields, **overrides})
-
-
-def hf_config_from_bert(config: BertConfig) -> dict[str, Any]:
-  """The HF config.json dict for our config (inverse of `bert_config_from_hf`)."""
-  return {
-      "architectures": ["BertModel"], "model_type": "bert", "vocab_size": config.vocab_size,
-      "hidden_size": config.embed_dim, "num_attention_heads": config.num_heads,
-      "intermediate_size": config.mlp_dim, "num_hidden_layers": config.num_layers,
-      "max_position_embeddings": config.max_position_embeddings, "type_vocab_size": config.type_vocab_size,
-      "layer_norm_eps": config.layer_norm_epsilon, "hidden_dropout_prob": config.dropout_rate,
-      "attention_probs_dropout_prob": config.attention_dropout_rate, "hidden_act": config.activation,
-      "pad_token_id": config.pad_token_id, "position_embedding_type": "absolute",
-      "id2label": {str(i): f"LABEL_{i}" for i in range(config.num_labels)},
-  }
 
 
 def _dense(cfg: BertConfig, features: int, axes: tuple[str, str], name: str) -> layers.Dense:
@@ -199,17 +119,18 @@ class BertModel(nn.Module):
   """Embeddings -> input_transform -> dropout -> encoder; `pool` adds the tanh pooler on position 0.
 
   Attributes:
-    config: sizes. slots: PEFT slots; all None gives the base model exactly.
+    config: sizes. slots: PEFT slots (factories get backbone='bert'); all None gives the base model exactly.
   """
   config: BertConfig
   slots: Slots = NO_SLOTS
 
   def setup(self):
     cfg = self.config
+    slots = self.slots.for_backbone("bert")
     self.embeddings = BertEmbeddings(cfg)
-    self.input_transform = self.slots.make("input_transform", where="encoder", embed_dim=cfg.embed_dim)
+    self.input_transform = slots.make("input_transform", where="encoder", embed_dim=cfg.embed_dim)
     self.dropout = nn.Dropout(cfg.dropout_rate)
-    self.encoder = BertEncoder(cfg, self.slots)
+    self.encoder = BertEncoder(cfg, slots)
     # NOTE: a square kernel needs two distinct logical names; 'mlp' names the pooled features (as flaxformer).
     self.pooler = _dense(cfg, cfg.embed_dim, ("embed", "mlp"), "pooler")
 
@@ -218,11 +139,12 @@ class BertModel(nn.Module):
     token_type_ids = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
     return self.embeddings(input_ids, token_type_ids)
 
-  def combine_inputs(self, embedded: Array, mask: Array, input_ids: Array, *, deterministic: bool = True):
+  def combine_inputs(self, embedded: Array, mask: Array, input_ids: Array, *,
+                     prompt_index: Optional[Array] = None, deterministic: bool = True):
     """The input_transform slot (prompts): ([b, l, d], [b, l]) -> ([b, l', d], [b, l'])."""
     if self.input_transform is None:
       return embedded, mask
-    return self.input_transform(embedded, mask, input_ids, deterministic=deterministic)
+    return self.input_transform(embedded, mask, input_ids, prompt_index=prompt_index, deterministic=deterministic)
 
   def encode_from_embeddings(self, embedded: Array, mask: Array, input_ids: Array, *,
                              deterministic: bool = True) -> Array:
@@ -231,11 +153,15 @@ class BertModel(nn.Module):
     return self.encoder(h, mask, input_ids, deterministic=deterministic)
 
   def encode(self, input_ids: Array, attention_mask: Optional[Array] = None,
-             token_type_ids: Optional[Array] = None, *, enable_dropout: bool = False) -> tuple[Array, Array]:
-    """[b, l] ids -> (hidden [b, l', d], mask [b, l'] bool); l' > l when prompts are added."""
+             token_type_ids: Optional[Array] = None, *, prompt_index: Optional[Array] = None,
+             enable_dropout: bool = False) -> tuple[Array, Array]:
+    """[b, l] ids -> (hidden [b, l', d], mask [b, l'] bool); l' > l when prompts are added.
+
+    `prompt_index` [b] picks each example's prompt from a prompt bank (ensembles, mixed-task batches).
+    """
     mask = input_ids != self.config.pad_token_id if attention_mask is None else attention_mask.astype(bool)
     embedded, mask = self.combine_inputs(self.embed(input_ids, token_type_ids), mask, input_ids,
-                                         deterministic=not enable_dropout)
+                                         prompt_index=prompt_index, deterministic=not enable_dropout)
     return self.encode_from_embeddings(embedded, mask, input_ids, deterministic=not enable_dropout), mask
 
   def pool(self, hidden: Array) -> Array:
@@ -243,8 +169,10 @@ class BertModel(nn.Module):
     return jnp.tanh(self.pooler(hidden[:, 0]))
 
   def __call__(self, input_ids: Array, attention_mask: Optional[Array] = None,
-               token_type_ids: Optional[Array] = None, *, enable_dropout: bool = False) -> BertOutput:
-    hidden, _ = self.encode(input_ids, attention_mask, token_type_ids, enable_dropout=enable_dropout)
+               token_type_ids: Optional[Array] = None, *, prompt_index: Optional[Array] = None,
+               enable_dropout: bool = False) -> BertOutput:
+    hidden, _ = self.encode(input_ids, attention_mask, token_type_ids, prompt_index=prompt_index,
+                            enable_dropout=enable_dropout)
     return BertOutput(last_hidden_state=hidden, pooler_output=self.pool(hidden))
 
 
@@ -255,9 +183,11 @@ class BertForSequenceClassification(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids: Array, attention_mask: Optional[Array] = None,
-               token_type_ids: Optional[Array] = None, *, enable_dropout: bool = False) -> Array:
+               token_type_ids: Optional[Array] = None, *, prompt_index: Optional[Array] = None,
+               enable_dropout: bool = False) -> Array:
     cfg = self.config
     pooled = BertModel(cfg, self.slots, name="bert")(input_ids, attention_mask, token_type_ids,
+                                                      prompt_index=prompt_index,
                                                       enable_dropout=enable_dropout).pooler_output
     pooled = nn.Dropout(cfg.dropout_rate)(pooled, deterministic=not enable_dropout)
     return _dense(cfg, cfg.num_labels, ("embed", "labels"), "classifier")(pooled).astype(jnp.float32)
@@ -273,10 +203,11 @@ class BertForTokenClassification(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids: Array, attention_mask: Optional[Array] = None,
-               token_type_ids: Optional[Array] = None, *, enable_dropout: bool = False) -> Array:
+               token_type_ids: Optional[Array] = None, *, prompt_index: Optional[Array] = None,
+               enable_dropout: bool = False) -> Array:
     cfg = self.config
-    hidden, _ = BertModel(cfg, self.slots, name="bert").encode(input_ids, attention_mask, token_type_ids,
-                                                               enable_dropout=enable_dropout)
+    hidden, _ = BertModel(cfg, self.slots, name="bert").encode(
+        input_ids, attention_mask, token_type_ids, prompt_index=prompt_index, enable_dropout=enable_dropout)
     hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=not enable_dropout)
     return _dense(cfg, cfg.num_labels, ("embed", "labels"), "classifier")(hidden).astype(jnp.float32)
 

@@ -4,7 +4,7 @@ Every parameter is created through `param_with_axes`, so `nn.get_partition_spec`
 init tree yields the logical names that `train/partitioning.py` maps onto the (data, model) mesh.
 Kernels are stored 2-D (`[in, out]`), as t5x stores them, so t5x checkpoints load without reshaping.
 """
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax

@@ -159,7 +159,6 @@ class Encoder(nn.Module):
   def encode_from_embeddings(self, embedded: Array, mask: Array, tokens: Array, *,
                              deterministic: bool = True) -> Array:
     """[b, l, d] embedded inputs and [b, l] bool mask -> encoded [b, l, d]."""
-    cfg = self.config
     x = self.dropout(embedded, deterministic=deterministic)
     positions = jnp.arange(x.shape[1])
     bias = self.relpos_bias(positions, positions)  # [1, n, l, l]

@@ -1,0 +1,204 @@
+"""BERT against transformers' PyTorch BertModel on the real MiniLM weights, plus structure, heads and slots."""
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from prompt_tuning_jax.checkpoints.hf_bert import load_hf_bert
+from prompt_tuning_jax.models import bert, bert_config
+from prompt_tuning_jax.models.slots import Slots
+
+TINY = bert.BertConfig(vocab_size=97, embed_dim=32, num_heads=4, head_dim=8, mlp_dim=48, num_layers=2,
+                       max_position_embeddings=24, num_labels=5)
+SINGLES = ["Hello world.", "Prompt tuning trains a few soft tokens and keeps the whole backbone frozen.",
+           "A medium sentence, with punctuation!"]
+PAIRS = (["Is the sky blue?", "Who wrote this code?", "Short."],
+         ["Yes, on a clear day the sky looks blue to most people.", "Several engineers.", "Another short one."])
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+  model, params = load_hf_bert(minilm_dir)
+  reference = transformers.BertModel.from_pretrained(minilm_dir, attn_implementation="eager").eval()
+  tokenizer = transformers.BertTokenizerFast(vocab_file=os.path.join(minilm_dir, "vocab.txt"))
+  return model, params, reference, tokenizer
+
+
+def compare(minilm, *texts):
+  model, params, reference, tokenizer = minilm
+  batch = tokenizer(*texts, padding=True, return_tensors="np")
+  assert not batch["attention_mask"].all(), "the batch should contain padding"
+  ours = jax.jit(model.apply)({"params": params}, batch["input_ids"], batch["attention_mask"],
+                              batch["token_type_ids"])
+  with torch.no_grad():
+    theirs = reference(**{k: torch.from_numpy(v) for k, v in batch.items()})
+  real = batch["attention_mask"].astype(bool)
+  hidden_ours, hidden_theirs = np.asarray(ours.last_hidden_state)[real], theirs.last_hidden_state.numpy()[real]
+  pooled_ours, pooled_theirs = np.asarray(ours.pooler_output), theirs.pooler_output.numpy()
+  print(f"max |diff| last_hidden_state {np.abs(hidden_ours - hidden_theirs).max():.2e}, "
+        f"pooler_output {np.abs(pooled_ours - pooled_theirs).max():.2e}")
+  np.testing.assert_allclose(hidden_ours, hidden_theirs, atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(pooled_ours, pooled_theirs, atol=1e-4, rtol=1e-4)
+  return batch
+
+
+def test_matches_transformers_on_single_sentences(minilm):
+  batch = compare(minilm, SINGLES)
+  assert len(set(batch["attention_mask"].sum(-1))) == len(SINGLES)  # three different lengths
+
+
+def test_matches_transformers_on_sentence_pairs(minilm):
+  batch = compare(minilm, *PAIRS)
+  assert batch["token_type_ids"].any()
+
+
+def test_default_mask_is_non_pad_tokens(minilm):
+  model, params, _, tokenizer = minilm
+  batch = tokenizer(SINGLES, padding=True, return_tensors="np")
+  explicit = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"])
+  default = model.apply({"params": params}, batch["input_ids"])
+  np.testing.assert_array_equal(explicit.last_hidden_state, default.last_hidden_state)
+
+
+def abstract_params(model, config):
+  ids = jnp.ones((1, 4), jnp.int32)
+  return jax.eval_shape(model(config).init, jax.random.key(0), ids)["params"]
+
+
+@pytest.mark.parametrize("config, expected", [(bert_config.BERT_BASE, 109_482_240), (bert_config.BERT_LARGE, 335_141_888)])
+def test_parameter_count(config, expected):
+  params = nn.meta.unbox(abstract_params(bert.BertModel, config))
+  assert sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params)) == expected
+
+
+def test_every_parameter_has_logical_axes():
+  boxed = abstract_params(bert.BertForSequenceClassification, TINY)
+  specs = nn.get_partition_spec(boxed)
+  flat = jax.tree_util.tree_leaves_with_path(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  for path, spec in flat:
+    assert spec and all(isinstance(name, str) for name in spec), (jax.tree_util.keystr(path), spec)
+  assert specs["classifier"]["kernel"] == jax.sharding.PartitionSpec("embed", "labels")
+  assert specs["bert"]["embeddings"]["position_embeddings"]["embedding"] == jax.sharding.PartitionSpec(
+      "positions", "embed")
+
+
+def tiny_batch(b=3, l=9):
+  ids = np.random.default_rng(0).integers(1, TINY.vocab_size, (b, l)).astype(np.int32)
+  ids[1, 5:] = 0
+  return ids, (ids != 0).astype(np.int32), np.zeros_like(ids)
+
+
+@pytest.mark.parametrize("head, shape", [("sequence_classification", (3, 5)),
+                                         ("token_classification", (3, 9, 5))])
+def test_heads_give_logits(head, shape):
+  model = bert.HEADS[head](TINY)
+  batch = tiny_batch()
+  params = model.init(jax.random.key(0), *batch)["params"]
+  assert set(params) == {"bert", "classifier"}
+  assert ("pooler" in params["bert"]) == (head == "sequence_classification")  # HF has no pooler for tokens
+  logits = model.apply({"params": params}, *batch)
+  assert logits.shape == shape and logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
+
+
+def test_dropout_path():
+  model = bert.BertForSequenceClassification(TINY)
+  batch = tiny_batch()
+  params = model.init(jax.random.key(0), *batch)["params"]
+  run = lambda seed: model.apply({"params": params}, *batch, enable_dropout=True,
+                                 rngs={"dropout": jax.random.key(seed)})
+  base = model.apply({"params": params}, *batch)
+  assert bool(jnp.isfinite(run(1)).all())
+  assert not np.allclose(run(1), base) and not np.allclose(run(1), run(2))
+  np.testing.assert_array_equal(run(1), run(1))
+
+
+class _Identity(nn.Module):
+  """Stands in for every slot module and changes nothing (additive slots return exact zeros)."""
+  kind: str
+  features: int = 0
+
+  def __call__(self, *args, **kwargs):
+    if self.kind == "input_transform":
+      return args[0], args[1]
+    if self.kind == "layer_input_hook":
+      return args[0], kwargs["state"]
+    if self.kind.startswith("post_"):
+      return args[1]  # (sublayer_input, sublayer_output) -> output
+    return jnp.zeros(args[0].shape[:-1] + (self.features,), args[0].dtype)
+
+
+def test_slots_are_called_where_expected_and_identity_is_exact():
+  calls = []
+
+  def factory(kind):
+    def make(*, where, backbone, **dims):
+      calls.append((kind, where, backbone, dims.get("target")))
+      if kind == "projection_delta":
+        return _Identity(kind, dims["out_features"])
+      if kind == "attention_head_adapter":
+        return _Identity(kind, dims["num_heads"] * dims["head_dim"])
+      return _Identity(kind, dims.get("embed_dim", 0))
+    return make
+
+  kinds = ("input_transform", "layer_input_hook", "projection_delta", "attention_head_adapter", "mlp_extra",
+           "post_attention_adapter", "post_mlp_adapter")
+  batch = tiny_batch()
+  base = bert.BertModel(TINY)
+  params = base.init(jax.random.key(0), *batch)["params"]
+  hooked = bert.BertModel(TINY, Slots(**{k: factory(k) for k in kinds}))
+  out_base = base.apply({"params": params}, *batch)
+  calls.clear()
+  out_hooked = hooked.apply({"params": params}, *batch)
+  np.testing.assert_array_equal(out_base.last_hidden_state, out_hooked.last_hidden_state)
+  np.testing.assert_array_equal(out_base.pooler_output, out_hooked.pooler_output)
+  assert sorted(set(calls), key=str) == sorted([
+      ("input_transform", "encoder", "bert", None),
+      ("layer_input_hook", "encoder", "bert", None),
+      *[("projection_delta", "encoder/attention", "bert", t) for t in ("query", "key", "value", "out")],
+      ("projection_delta", "encoder/mlp", "bert", "wi"), ("projection_delta", "encoder/mlp", "bert", "wo"),
+      ("attention_head_adapter", "encoder/attention", "bert", None),
+      ("mlp_extra", "encoder/mlp", "bert", None),
+      ("post_attention_adapter", "encoder/attention", "bert", None),
+      ("post_mlp_adapter", "encoder/mlp", "bert", None)], key=str)
+  assert sum(call[0] == "post_mlp_adapter" for call in calls) == TINY.num_layers
+
+
+class _Prompt(nn.Module):
+  """A minimal prompt bank: row prompt_index (default 0) of [2, p, d] goes before the inputs, always attended."""
+  length: int
+
+  @nn.compact
+  def __call__(self, embedded, mask, tokens, *, prompt_index, deterministic):
+    bank = self.param("prompt", nn.initializers.normal(1.0), (2, self.length, embedded.shape[-1]))
+    index = jnp.zeros(embedded.shape[0], jnp.int32) if prompt_index is None else prompt_index
+    prompt = bank[index]  # [b, p, d]
+    return (jnp.concatenate([prompt, embedded], axis=1),
+            jnp.concatenate([jnp.ones((mask.shape[0], self.length), bool), mask], axis=1))
+
+
+@pytest.mark.parametrize("head", [None, "sequence_classification", "token_classification"])
+def test_input_transform_adds_prompts_and_sees_prompt_index(head):
+  slots = Slots(input_transform=lambda where, backbone, embed_dim: _Prompt(4, name="prompt"))
+  model = (bert.HEADS[head] if head else bert.BertModel)(TINY, slots)
+  batch = tiny_batch()
+  variables = model.init(jax.random.key(0), *batch)
+  prompt = variables["params"]["bert"]["prompt"] if head else variables["params"]["prompt"]
+  assert prompt["prompt"].shape == (2, 4, TINY.embed_dim)
+  first = model.apply(variables, *batch, prompt_index=jnp.array([0, 0, 1]))
+  second = model.apply(variables, *batch, prompt_index=jnp.array([0, 0, 0]))
+  first, second = (x.pooler_output if head is None else x for x in (first, second))
+  np.testing.assert_array_equal(first[:2], second[:2])
+  assert not np.allclose(first[2], second[2])
+  if head == "token_classification":
+    assert first.shape == (3, 9 + 4, TINY.num_labels)
+
+
+def test_too_long_input_names_both_lengths():
+  ids = np.ones((1, TINY.max_position_embeddings + 1), np.int32)
+  with pytest.raises(ValueError, match=r"input length 25 exceeds max_position_embeddings=24"):
+    bert.BertModel(TINY).init(jax.random.key(0), ids)
