@@ -1,0 +1,161 @@
+"""The training loop: frozen base + PEFT params, masked optimizer, PEFT-only checkpoints, periodic eval.
+
+  final = train(model=..., model_dir=..., train_steps=..., batch_size=..., train_data=..., evaluate=...)
+
+Resuming is exact: the data order is a pure function of (seed, batches consumed), the dropout rng of step
+t is fold_in(rng, t), and a checkpoint holds the trainable leaves, optimizer state, step and data position.
+Run the same command again after a crash (even SIGKILL) and the final parameters are bit-identical.
+The frozen base always comes from `initial_checkpoint_path` (or the seeded init when there is none).
+"""
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Iterator, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from prompt_tuning_jax.checkpoints.initial import load_initial_checkpoint
+from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
+from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
+from prompt_tuning_jax.models import inputs as model_inputs
+from prompt_tuning_jax.peft import trainable
+from prompt_tuning_jax.train import partitioning, train_step
+from prompt_tuning_jax.train.summaries import SummaryWriter
+
+log = logging.getLogger(__name__)
+TrainData = Callable[[int, int], Iterator[dict]]
+"""(batch_size, batches_to_skip) -> iterator of numpy batches, deterministic for a given skip."""
+Evaluate = Callable[[nn.Module, dict], dict]
+"""(model, params) -> {metric: float}."""
+
+
+class TrainingDivergedError(FloatingPointError):
+  """The loss became NaN or Inf; the last good checkpoint is left untouched."""
+
+
+def initial_params(model: nn.Module, seed: int, initial_checkpoint_path: Optional[str]) -> dict:
+  """Seeded init of every parameter, with the base (non-PEFT) leaves replaced from the checkpoint."""
+  args, kwargs = model_inputs.example_inputs(model)
+  params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(seed), *args, **kwargs)["params"])
+  if not initial_checkpoint_path:
+    return params
+  base = flatten_params(load_initial_checkpoint(initial_checkpoint_path, model))
+  flat = flatten_params(params)
+  missing = sorted(set(base) - set(flat))
+  if missing:
+    raise ValueError(f"{initial_checkpoint_path}: {missing[0]} is not a parameter of the configured model")
+  flat.update({k: jnp.asarray(v, flat[k].dtype) for k, v in base.items()})
+  return unflatten_params(flat)
+
+
+def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int, train_data: TrainData,
+          evaluate: Optional[Evaluate] = None, initial_checkpoint_path: Optional[str] = None,
+          optimizer: Optional[optax.GradientTransformation] = None,
+          mask_fn: Callable[[dict], dict] = trainable.trainable_mask, eval_period: int = 0,
+          checkpoint_period: int = 100, keep_last: int = 2, keep_best: int = 1,
+          best_metric: Optional[str] = None, seed: int = 0, dropout: bool = True, num_partitions: int = 1,
+          metadata: Optional[dict] = None, show_progress: bool = True) -> dict[str, Any]:
+  """Trains the PEFT parameters of `model`; returns the last train and eval metrics.
+
+  Args:
+    model: a T5 or BERT head module with its method slots bound.
+    model_dir: checkpoints (model_dir/checkpoints), TensorBoard scalars, metrics.jsonl.
+    train_steps / batch_size: total optimizer steps and the global batch size.
+    train_data: see `TrainData`; each host reads its own slice (batch_size / process_count rows).
+    evaluate: called every `eval_period` steps and at the end; its metrics go to TensorBoard and
+      metrics.jsonl, and `best_metric` among them ranks checkpoints (best `keep_best` are kept).
+    optimizer: over the trainable partition (train/optimizers.py); default Adafactor prompt tuning.
+    mask_fn: params -> trainable mask (peft/trainable.py; gin-configured).
+    checkpoint_period: save every this many steps (and at the end).
+    dropout: train with dropout (the model's rates).
+    num_partitions: size of the mesh's 'model' axis; the rest of the devices form 'data'.
+    metadata: stored with every checkpoint (model, method, vocabulary, feature lengths ...).
+  """
+  os.makedirs(model_dir, exist_ok=True)
+  optimizer = optimizer or _default_optimizer()
+  mesh = partitioning.create_mesh(num_partitions)
+  params = initial_params(model, seed, initial_checkpoint_path)
+  state, frozen = train_step.init_train_state(params, mask_fn(params), optimizer)
+  del params
+  state, frozen = _place(model, mesh, state, frozen)
+  manager = PeftCheckpointManager(os.path.join(model_dir, "checkpoints"), keep_last=keep_last,
+                                  keep_best=keep_best, best_metric=best_metric)
+  restored = manager.restore_latest({"trainable": state.trainable, "opt_state": state.opt_state})
+  start = 0
+  if restored is not None:
+    ckpt, meta = restored
+    start = int(meta["step"])
+    state = train_step.TrainState(jnp.asarray(start, jnp.int32), ckpt["trainable"], ckpt["opt_state"])
+    log.info("resuming from step %d (%s)", start, manager.directory)
+  step_fn = train_step.make_train_step(train_step.loss_fn_for(model), optimizer)
+  rng = jax.random.key(seed + 1) if dropout else None
+  host_batch = batch_size // jax.process_count()
+  batches = train_data(host_batch, start)
+  writer = SummaryWriter(model_dir)
+  metadata = {**(metadata or {}), "batch_size": batch_size, "seed": seed}
+  last_metrics: dict[str, Any] = {}
+  progress = tqdm.tqdm(total=train_steps, initial=start, disable=not show_progress, unit="step",
+                       dynamic_ncols=True)
+  tic = time.perf_counter()
+  for step in range(start + 1, train_steps + 1):
+    batch = partitioning.shard_batch(next(batches), mesh)
+    with mesh:
+      state, metrics = step_fn(state, frozen, batch, rng)
+    loss = float(metrics["loss"])
+    if not math.isfinite(loss):
+      raise TrainingDivergedError(f"loss is {loss} at step {step}; stopped. The last good checkpoint "
+                                  f"(step {max(manager.steps(), default='none')}) in {manager.directory} is kept")
+    toc = time.perf_counter()
+    last_metrics = {k: float(v) for k, v in metrics.items()}
+    last_metrics["examples_per_second"] = batch_size / max(toc - tic, 1e-9)
+    tic = toc
+    writer.scalars("train", step, last_metrics)
+    progress.set_postfix(loss=f"{loss:.4f}", ex_s=f"{last_metrics['examples_per_second']:.1f}")
+    progress.update(1)
+    eval_metrics = None
+    if evaluate is not None and (step == train_steps or (eval_period and step % eval_period == 0)):
+      eval_metrics = evaluate(model, trainable.merge(state.trainable, frozen))
+      writer.scalars("eval", step, eval_metrics)
+      last_metrics.update({f"eval/{k}": v for k, v in eval_metrics.items()})
+    if step == train_steps or step % checkpoint_period == 0:
+      manager.save(step, {"trainable": state.trainable, "opt_state": state.opt_state},
+                   {**metadata, "data_position": step * batch_size}, metrics=eval_metrics)
+    elif eval_metrics is not None and step in manager.steps():
+      manager.update_metrics(step, eval_metrics)
+    if eval_metrics is not None:
+      tic = time.perf_counter()  # evaluation time is not training throughput
+  progress.close()
+  writer.close()
+  return last_metrics
+
+
+def _default_optimizer() -> optax.GradientTransformation:
+  from prompt_tuning_jax.train import optimizers  # pylint: disable=g-import-not-at-top
+  return optimizers.build_optimizer(optimizers.prompt_tuning_optimizer())
+
+
+def _place(model: nn.Module, mesh, state: train_step.TrainState, frozen: dict):
+  """Puts the train state and the frozen partition onto the mesh by the logical axis rules."""
+  if mesh.size == 1:
+    return state, frozen
+  args, kwargs = model_inputs.example_inputs(model)
+  abstract = jax.eval_shape(model.init, jax.random.key(0), *args, **kwargs)["params"]
+  shardings = flatten_params(partitioning.logical_to_mesh_sharding(abstract, mesh))
+  def put(tree):
+    return unflatten_params({k: jax.device_put(v, shardings[k]) for k, v in flatten_params(tree).items()})
+  return state.replace(trainable=put(state.trainable)), put(frozen)
+
+
+def write_json(path: str, payload: Any) -> None:
+  """Writes JSON through a temporary file and an atomic rename."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2, default=lambda x: np.asarray(x).tolist())
+  os.replace(tmp, path)
