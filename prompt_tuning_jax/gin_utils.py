@@ -6,11 +6,14 @@ Gin files are looked up relative to the working directory and to the installed `
 import difflib
 import glob
 import importlib.resources
+import inspect
 import os
 import pathlib
+import re
 from typing import Sequence
 
 import gin
+import gin.config
 
 
 def gin_dir() -> str:
@@ -61,4 +64,34 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), finali
   for path in gin_search_paths():
     gin.add_config_file_search_path(path)
   files = [resolve_gin_file(f) for f in gin_files]
-  gin.parse_config_files_and_bindings(files, list(gin_bindings), finalize_config=finalize)
+  try:
+    gin.parse_config_files_and_bindings(files, list(gin_bindings), finalize_config=finalize)
+  except ValueError as error:
+    hint = close_matches_hint(str(error))
+    if not hint:
+      raise
+    raise ValueError(f"{error}\n  {hint}") from None
+
+
+def _configurables() -> dict[str, gin.config.Configurable]:
+  # NOTE: gin has no public listing of registered configurables; this reads its registry.
+  return dict(gin.config._REGISTRY._selector_map)  # pylint: disable=protected-access
+
+
+def close_matches_hint(message: str) -> str:
+  """'close matches: ...' for gin's unknown-configurable / unknown-parameter errors, else ''."""
+  registry = _configurables()
+  unknown = re.search(r"No configurable matching '([^']+)'", message)
+  if unknown:
+    names = {".".join(full.split(".")[-2:]) for full in registry} | {full.split(".")[-1] for full in registry}
+    close = difflib.get_close_matches(unknown.group(1), sorted(names), n=3, cutoff=0.6)
+    return f"close matches for {unknown.group(1)!r}: {close or 'none'}"
+  parameter = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", message)
+  if parameter:
+    configurable = next((c for full, c in registry.items() if full.endswith(parameter.group(1))), None)
+    if configurable is None:
+      return ""
+    known = list(inspect.signature(configurable.wrapped).parameters)
+    close = difflib.get_close_matches(parameter.group(2), known, n=3, cutoff=0.5)
+    return f"close matches for {parameter.group(2)!r}: {close or 'none'}; {parameter.group(1)} takes {known}"
+  return ""

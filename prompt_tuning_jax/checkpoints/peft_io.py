@@ -68,16 +68,35 @@ class PeftCheckpointManager:
     A step that cannot be read is skipped with a warning naming it and the error.
     """
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    unreadable = []
     for step in reversed(self.steps()):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
       except Exception as error:  # pylint: disable=broad-except
         log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the previous one",
-                    step, self.directory, type(error).__name__, str(error).splitlines()[0][:200])
+                    step, self.directory, type(error).__name__, (str(error).splitlines() or [""])[0][:200])
+        unreadable.append(step)
         continue
+      self._quarantine(unreadable)
       return restored["state"], restored["meta"]
+    self._quarantine(unreadable)
     return None
+
+  def _quarantine(self, steps: list[int]) -> None:
+    """Moves unreadable steps to <directory>.unreadable/<step> (kept for inspection, never resumed from),
+    so that training can write those steps again."""
+    if not steps:
+      return
+    target = self.directory + ".unreadable"
+    os.makedirs(target, exist_ok=True)
+    for step in steps:
+      destination = os.path.join(target, str(step))
+      if os.path.exists(destination):
+        destination += f".{len(os.listdir(target))}"
+      os.replace(os.path.join(self.directory, str(step)), destination)
+      log.warning("moved unreadable checkpoint step %d to %s", step, destination)
+    self._manager.reload()
 
   def _apply_retention(self) -> None:
     steps = self.steps()
@@ -104,3 +123,27 @@ class PeftCheckpointManager:
     if not scored:
       return None
     return (max if self.best_mode == "max" else min)(scored)[1]
+
+  def restore_trainable(self, step: Any = "latest") -> tuple[dict, int]:
+    """(trainable leaves, step) of step 'latest' (the newest readable), 'best' or a step number.
+
+    Reads only the saved tree as stored (no optimizer to rebuild): for evaluation and export.
+    """
+    if step == "best":
+      step = self.best_step()
+      if step is None:
+        raise ValueError(f"{self.directory}: no step has a recorded {self.best_metric!r} metric to pick 'best'")
+    candidates = list(reversed(self.steps())) if step == "latest" else [int(step)]
+    if not candidates or (step != "latest" and int(step) not in self.steps()):
+      raise FileNotFoundError(f"{self.directory}: no checkpoint step {step!r}; available: {self.steps()}")
+    for candidate in candidates:
+      try:
+        restored = self._manager.restore(candidate, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+      except Exception as error:  # pylint: disable=broad-except
+        if step != "latest":
+          raise
+        log.warning("checkpoint step %d in %s is unreadable (%s); trying the previous one", candidate,
+                    self.directory, type(error).__name__)
+        continue
+      return restored["state"]["trainable"], candidate
+    raise FileNotFoundError(f"{self.directory}: no readable checkpoint step among {self.steps()}")

@@ -61,7 +61,8 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
           mask_fn: Callable[[dict], dict] = trainable.trainable_mask, eval_period: int = 0,
           checkpoint_period: int = 100, keep_last: int = 2, keep_best: int = 1,
           best_metric: Optional[str] = None, seed: int = 0, dropout: bool = True, num_partitions: int = 1,
-          metadata: Optional[dict] = None, show_progress: bool = True) -> dict[str, Any]:
+          metadata: Optional[dict] = None, show_progress: bool = True,
+          prepare_params: Optional[Callable[[dict], dict]] = None) -> dict[str, Any]:
   """Trains the PEFT parameters of `model`; returns the last train and eval metrics.
 
   Args:
@@ -77,11 +78,15 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
     dropout: train with dropout (the model's rates).
     num_partitions: size of the mesh's 'model' axis; the rest of the devices form 'data'.
     metadata: stored with every checkpoint (model, method, vocabulary, feature lengths ...).
+    prepare_params: applied to the full params after the frozen base is loaded and before the split,
+      e.g. drawing table-based prompt inits (peft/prompts.py `initialize_prompt`).
   """
   os.makedirs(model_dir, exist_ok=True)
   optimizer = optimizer or _default_optimizer()
   mesh = partitioning.create_mesh(num_partitions)
   params = initial_params(model, seed, initial_checkpoint_path)
+  if prepare_params is not None:
+    params = prepare_params(params)
   state, frozen = train_step.init_train_state(params, mask_fn(params), optimizer)
   del params
   state, frozen = _place(model, mesh, state, frozen)
@@ -106,7 +111,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
   tic = time.perf_counter()
   for step in range(start + 1, train_steps + 1):
     batch = partitioning.shard_batch(next(batches), mesh)
-    with mesh:
+    with jax.set_mesh(mesh):
       state, metrics = step_fn(state, frozen, batch, rng)
     loss = float(metrics["loss"])
     if not math.isfinite(loss):
@@ -158,4 +163,12 @@ def write_json(path: str, payload: Any) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(payload, f, indent=2, default=lambda x: np.asarray(x).tolist())
+  os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes text through a temporary file and an atomic rename."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
   os.replace(tmp, path)

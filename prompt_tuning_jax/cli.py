@@ -1,0 +1,55 @@
+"""The entry points' shared main: t5x-style gin flags -> one gin-configured run function.
+
+  python -m prompt_tuning_jax.train --gin_file=F ... [--gin.NAME=VALUE ...] [--multiprocess]
+  python -m prompt_tuning_jax.eval  ...   python -m prompt_tuning_jax.infer ...
+
+Multi-process (TPU pods, multi-node GPU): `jax.distributed.initialize()` runs first when `--multiprocess`
+is given or the launcher set JAX_COORDINATOR_ADDRESS; every process then runs the same command and reads
+its own data shard. User errors (a wrong gin file, binding, task name, missing data) print one line and
+exit with status 1, a diverged run (NaN/Inf loss) with status 3; anything else is a bug and keeps its traceback.
+"""
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+import gin
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before tensorflow loads: no C++ info spam
+
+from prompt_tuning_jax import gin_utils
+
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError)
+
+
+def maybe_initialize_distributed(multiprocess: bool) -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  if multiprocess or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize()
+    logging.info("process %d of %d", jax.process_index(), jax.process_count())
+
+
+def main(argv: Sequence[str], run: Callable[..., dict], usage: str) -> int:
+  """Parses gin flags, registers the tasks, then calls the gin-configured `run`; returns the exit status."""
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger().setLevel(logging.INFO)  # also when absl installed its handler first
+  files, bindings, rest = gin_utils.split_gin_args(argv)
+  multiprocess = "--multiprocess" in rest
+  rest = [a for a in rest if a != "--multiprocess"]
+  if rest or not files:
+    print(f"usage: {usage}; unexpected: {rest or 'no --gin_file'}", file=sys.stderr)
+    return 2
+  try:
+    maybe_initialize_distributed(multiprocess)
+    import tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers every task)
+    gin_utils.parse_gin(files, bindings)
+    result = gin.get_configurable(run)()
+  except USER_ERRORS as error:
+    message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    print(f"error: {type(error).__name__}: {message}", file=sys.stderr)
+    return 1
+  except FloatingPointError as error:  # train/trainer.py TrainingDivergedError: the message names the step
+    print(f"error: {error}", file=sys.stderr)
+    return 3
+  logging.info("done: %s", result)
+  return 0

@@ -1,0 +1,129 @@
+"""Prompt ensembles (Lester et al. 2021, §7): K trained prompts, one bank, one forward, votes and mean log-probs.
+
+  bank = stack_prompt_params([params_0, ..., params_{K-1}])   # one tree, prompt bank [K, P, d]
+  scores = ensemble_scores(model_k, bank, batch, K, label_tokens)   # [K, b, C]
+  majority_vote(scores), mean_log_prob(scores)                 # [b] class ids each
+
+`model_k` is the same model configured with `prompts.prompt_factory.num_prompts = K` (flax checks the bank's
+shape against the module's). The batch is tiled K times, copy k with `prompt_index = k`, and scored in one
+jitted forward [K*b]; `evaluate_ensemble` turns the scores of a dataset into per-prompt and ensemble metrics.
+"""
+import functools
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prompt_tuning_jax.evaluation import rank_classification
+from prompt_tuning_jax.peft import prompts
+
+Array = jax.Array
+MetricFn = Callable[[Sequence[Any], Sequence[Any]], dict[str, float]]
+
+
+def stack_prompt_params(param_trees: Sequence[Mapping]) -> dict:
+  """K param trees of one single-prompt model -> one tree whose prompt bank is [K, P, d] (k = tree k's).
+
+  NOTE: every other leaf (the frozen backbone, a classifier head) is taken from the first tree; the K runs
+  must share them, as prompt tuning's do.
+  """
+  found = []
+
+  def visit(trees: Sequence[Mapping], path: tuple) -> dict:
+    out = {}
+    for key, value in trees[0].items():
+      children = [tree[key] for tree in trees]
+      if key == "prompt" and isinstance(value, Mapping) and "prompt" in value:
+        found.append(path + (key,))
+        out[key] = prompts.stack_prompts(children)
+      else:
+        out[key] = visit(children, path + (key,)) if isinstance(value, Mapping) else value
+    return out
+
+  if not param_trees:
+    raise ValueError("stack_prompt_params needs at least one param tree, got none")
+  bank = visit(param_trees, ())
+  if len(found) != 1:
+    raise ValueError(f"stack_prompt_params expects exactly one 'prompt/prompt' bank per tree, found {found}")
+  return bank
+
+
+def tile_for_prompts(batch: Mapping[str, Array], num_prompts: int) -> tuple[dict[str, Array], Array]:
+  """A batch [b, ...] -> (its K copies [K*b, ...], prompt_index [K*b]); rows k*b ... k*b+b-1 use prompt k."""
+  tiled = {k: jnp.tile(v, (num_prompts,) + (1,) * (v.ndim - 1)) for k, v in batch.items()}  # [b, ..] -> [K*b, ..]
+  b = next(iter(batch.values())).shape[0]
+  return tiled, jnp.repeat(jnp.arange(num_prompts, dtype=jnp.int32), b)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_prompts", "length_normalize"))
+def ensemble_scores(model: nn.Module, bank_params: dict, batch: Mapping[str, Array], num_prompts: int,
+                    label_tokens: Optional[Array] = None, length_normalize: bool = False) -> Array:
+  """Per-prompt class scores [K, b, C] of one batch, all K prompts in one forward of [K*b] rows.
+
+  Args:
+    model: T5 (rank classification against `label_tokens` [C, t]) or a BERT sequence classifier (its
+      log-softmax), configured with a bank of `num_prompts` = K prompts.
+    bank_params: its parameters with the bank (`stack_prompt_params`).
+    batch: model inputs (models/inputs.py): encoder_input_tokens [b, l], or input_ids / attention_mask /
+      token_type_ids [b, l]; other keys are ignored.
+  """
+  keys = ("encoder_input_tokens", "input_ids", "attention_mask", "token_type_ids")
+  tiled, prompt_index = tile_for_prompts({k: v for k, v in batch.items() if k in keys}, num_prompts)
+  scores = rank_classification.score_batch(model, bank_params, tiled, label_tokens, prompt_index, length_normalize)
+  return scores.reshape(num_prompts, -1, scores.shape[-1])  # [K*b, C] -> [K, b, C]
+
+
+def majority_vote(scores: Array) -> np.ndarray:
+  """Scores [K, b, C] -> class ids [b]: the class most prompts rank first.
+
+  Ties between classes with equally many votes go to the one with the larger log-prob summed over the K
+  prompts, and a tie there too to the lowest class id.
+  """
+  scores = np.asarray(scores)
+  votes = np.eye(scores.shape[-1], dtype=np.int64)[scores.argmax(-1)].sum(0)  # [K, b] -> [K, b, C] -> [b, C]
+  summed = scores.sum(0)  # [b, C]
+  return np.where(votes == votes.max(-1, keepdims=True), summed, -np.inf).argmax(-1)
+
+
+def mean_log_prob(scores: Array) -> np.ndarray:
+  """Scores [K, b, C] -> class ids [b]: argmax of the log-probs averaged over the K prompts (ties: lowest id)."""
+  return np.asarray(scores).mean(0).argmax(-1)
+
+
+COMBINERS = {"majority_vote": majority_vote, "mean_log_prob": mean_log_prob}  # name -> scores [K, b, C] -> [b]
+
+
+def compute_metrics(metric_fns: Sequence[MetricFn], targets: Sequence[Any], predictions: Sequence[Any]
+                    ) -> dict[str, float]:
+  """Every metric function's values in one dict of floats."""
+  return {name: float(value) for fn in metric_fns for name, value in fn(targets, predictions).items()}
+
+
+def evaluate_ensemble(scores: Array, targets: Sequence[Any], metric_fns: Sequence[MetricFn],
+                      to_predictions: Callable[[np.ndarray], Sequence[Any]]) -> dict[str, float]:
+  """Per-prompt and ensemble metrics of a dataset's scores.
+
+  Args:
+    scores: [K, n, C] class scores (`ensemble_scores` over every batch).
+    targets: n postprocessed targets, as the metric functions take them.
+    metric_fns: `(targets, predictions) -> {name: value}` (tasks.registry.task_metrics); higher is better.
+    to_predictions: class ids [n] -> n postprocessed predictions.
+
+  Returns:
+    flat {'prompt_<k>/<metric>', 'mean/<metric>' (over the K prompts), 'best/<metric>' (max over the K),
+    'majority_vote/<metric>', 'mean_log_prob/<metric>'}.
+  """
+  scores = np.asarray(scores)
+  if scores.ndim != 3 or scores.shape[1] != len(targets):
+    raise ValueError(f"evaluate_ensemble needs scores [K, n, C] with n = {len(targets)} targets, got {scores.shape}")
+  single = [compute_metrics(metric_fns, targets, to_predictions(s.argmax(-1))) for s in scores]
+  report = {f"prompt_{k}/{name}": value for k, metrics in enumerate(single) for name, value in metrics.items()}
+  for name in single[0]:
+    values = [metrics[name] for metrics in single]
+    report[f"mean/{name}"], report[f"best/{name}"] = float(np.mean(values)), float(np.max(values))
+  for combiner, combine in COMBINERS.items():
+    metrics = compute_metrics(metric_fns, targets, to_predictions(combine(scores)))
+    report.update({f"{combiner}/{name}": value for name, value in metrics.items()})
+  return report

@@ -1,0 +1,199 @@
+"""Dataset-level evaluation: a seqio task's split -> predictions -> the task's metrics (and files).
+
+  metrics = evaluate(model, params, task_name='glue_rte_taskless', split='validation',
+                     feature_lengths={'inputs': 256, 'targets': 8}, batch_size=32, output_dir='/tmp/eval')
+  train(..., evaluate=make_evaluate_fn(task_name=..., split='validation', ...))   # data read once, cached
+
+Scoring: 'rank' (T5: score every label string, rank_classification.py), 'generate' (T5: greedy, or beam search
+when num_beams > 1; the text goes through the task's postprocess_fn), 'classifier' (BERT sequence heads). 'auto':
+rank for T5 classification tasks, generate for generative ones (ReCoRD, STS-B), classifier for BERT. The last
+partial batch is padded with copies of its last row (dropped again), so nothing recompiles. `output_dir` receives
+predictions.jsonl (one line per example) and metrics.json, each written atomically (tmp file + os.replace).
+"""
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from prompt_tuning_jax.evaluation import ensemble, rank_classification
+from prompt_tuning_jax.models import bert, decoding, t5
+from tasks import formats, registry
+
+GENERATIVE_KINDS = ("stsb", "record")  # T5 tasks decoded as text even when they have label strings
+INPUT_KEYS = ("encoder_input_tokens", "input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalData:
+  """One split of one task, read once.
+
+  Attributes:
+    task: the seqio task. batches: model inputs, each [batch_size, ...] int32 (the last one padded).
+    examples: the n real examples' task features (numpy). targets: n postprocessed targets. inputs: n texts.
+    labels: label strings or None. vocabulary: the targets vocabulary (T5) or None. label_tokens: [C, t] or None.
+  """
+  task: seqio.Task
+  batches: list[dict[str, np.ndarray]]
+  examples: list[dict[str, Any]]
+  targets: list[Any]
+  inputs: list[str]
+  labels: Optional[list[str]]
+  vocabulary: Optional[seqio.Vocabulary]
+  label_tokens: Optional[np.ndarray]
+
+  def predictions(self, outputs: list[Any]) -> list[Any]:
+    """Raw outputs (label strings, class ids or texts), one per example -> postprocessed predictions."""
+    return [self.task.postprocess_fn(o, example=ex, is_target=False) for o, ex in zip(outputs, self.examples)]
+
+
+def load_eval_data(task_name: str, split: str, feature_lengths: dict[str, int], batch_size: int,
+                   data_dir: Optional[str] = None, max_examples: Optional[int] = None) -> EvalData:
+  """Reads (the first `max_examples` of) a split into fixed-shape numpy batches; the last one is padded."""
+  info, task = registry.task_info(task_name), seqio.get_mixture_or_task(task_name)
+  if info.family == registry.BERT_TOKENS:
+    raise ValueError(f"{task_name} is a {info.family} (token classification) task; evaluation covers sequence "
+                     "classification and generation tasks (NER: postprocessors.word_tags + metrics.span_f1)")
+  model_ds = registry.model_dataset(task_name, split, feature_lengths, data_dir=data_dir)
+  is_t5 = info.family in (registry.T5, registry.T5_TASKLESS)
+  ds = tf.data.Dataset.zip((model_ds, registry.task_dataset(task_name, split, feature_lengths, data_dir=data_dir))
+                           ) if is_t5 else model_ds.map(lambda ex: (ex, ex))  # BERT features keep every field
+  pairs = list((ds if max_examples is None else ds.take(max_examples)).as_numpy_iterator())
+  if not pairs:
+    raise ValueError(f"{task_name} split {split!r} gave no examples (max_examples={max_examples})")
+  rows, examples = [{k: v for k, v in f.items() if k in INPUT_KEYS} for f, _ in pairs], [ex for _, ex in pairs]
+  batches = []
+  for start in range(0, len(rows), batch_size):
+    chunk = rows[start:start + batch_size]
+    chunk += [chunk[-1]] * (batch_size - len(chunk))  # pad rows: copies of the last real row
+    batches.append({k: np.stack([row[k] for row in chunk]).astype(np.int32) for k in chunk[0]})
+  inputs = [ex["inputs_pretokenized"].decode() if is_t5 else task.output_features["input_ids"].vocabulary.decode(
+      [int(i) for i in ex["input_ids"]]) for ex in examples]
+  targets = [task.postprocess_fn(ex.get("targets_pretokenized", ex.get("labels")), example=ex, is_target=True)
+             for ex in examples]
+  labels, vocabulary = registry.label_strings(task_name), task.output_features["targets"].vocabulary if is_t5 else None
+  label_tokens = rank_classification.label_token_matrix(vocabulary, labels) if is_t5 and labels else None
+  return EvalData(task, batches, examples, targets, inputs, labels, vocabulary, label_tokens)
+
+
+def resolve_scoring(model: nn.Module, task_name: str, scoring: str) -> str:
+  """'auto' -> 'rank' / 'generate' / 'classifier' (module docstring); checks the model fits the task."""
+  info = registry.task_info(task_name)
+  is_t5, t5_task = isinstance(model, t5.T5), info.family in (registry.T5, registry.T5_TASKLESS)
+  if (not is_t5 and not isinstance(model, bert.BertForSequenceClassification)) or is_t5 != t5_task:
+    raise ValueError(f"{task_name} is a {info.family} task, but the model is a {type(model).__name__}; evaluation "
+                     "takes T5 with T5 tasks, BertForSequenceClassification with bert_ tasks")
+  allowed = ("rank", "generate") if is_t5 else ("classifier",)
+  if scoring == "auto":
+    generative = info.label_strings is None or formats.FORMATS[info.dataset].kind in GENERATIVE_KINDS
+    return "classifier" if not is_t5 else "generate" if generative else "rank"
+  if scoring not in allowed or (scoring == "rank" and info.label_strings is None):
+    raise ValueError(f"scoring={scoring!r} does not apply to {task_name} (label strings: {info.label_strings}) "
+                     f"with a {type(model).__name__}; choose from {('auto',) + allowed}")
+  return scoring
+
+
+def write_results(output_dir: str, records: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
+  """predictions.jsonl (one record per line) and metrics.json in output_dir, each via tmp + os.replace."""
+  def jsonable(value: Any) -> Any:
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else str(value)
+  os.makedirs(output_dir, exist_ok=True)
+  for name, text in (("predictions.jsonl", "".join(json.dumps(r, default=jsonable) + "\n" for r in records)),
+                     ("metrics.json", json.dumps(metrics, indent=2, default=jsonable))):
+    path = os.path.join(output_dir, name)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def _class_outputs(how: str, labels: Optional[list[str]], ids: np.ndarray) -> list[Any]:
+  return [labels[i] for i in ids] if how == "rank" else [int(i) for i in ids]  # what postprocess_fn reads
+
+
+def make_evaluate_fn(*, task_name: str, split: str, feature_lengths: dict[str, int], batch_size: int,
+                     data_dir: Optional[str] = None, scoring: str = "auto", num_beams: int = 1,
+                     max_decode_length: Optional[int] = None, max_examples: Optional[int] = None,
+                     output_dir: Optional[str] = None, prompt_index: Optional[int] = None,
+                     length_normalize: bool = False) -> Callable[[nn.Module, dict], dict[str, Any]]:
+  """Reads the split once (numpy) and returns `(model, params) -> metrics`, as `evaluate` computes them."""
+  data = load_eval_data(task_name, split, feature_lengths, batch_size, data_dir, max_examples)
+  decode_length = max_decode_length or feature_lengths.get("targets")
+  index = None if prompt_index is None else jnp.full((batch_size,), prompt_index, jnp.int32)
+
+  def predict(model: nn.Module, params: dict, batch: dict, how: str) -> tuple[list[Any], Optional[np.ndarray]]:
+    """One batch -> (raw outputs: label strings, class ids or decoded texts; scores [b, C] / [b] / None)."""
+    if how != "generate":
+      scores = np.asarray(rank_classification.score_batch(model, params, batch, data.label_tokens, index,
+                                                          length_normalize))
+      return _class_outputs(how, data.labels, scores.argmax(-1)), scores
+    tokens, kwargs = batch["encoder_input_tokens"], dict(max_decode_length=decode_length,
+                                                         eos_id=data.vocabulary.eos_id, prompt_index=index)
+    if num_beams == 1:
+      generated, scores = decoding.greedy_decode(model, params, tokens, **kwargs), None
+    else:
+      beams, beam_scores = decoding.beam_search(model, params, tokens, num_beams=num_beams, **kwargs)
+      generated, scores = beams[:, 0], np.asarray(beam_scores[:, 0])  # the best beam
+    return [data.vocabulary.decode(row.tolist()) for row in np.asarray(generated)], scores
+
+  def evaluate_fn(model: nn.Module, params: dict) -> dict[str, Any]:
+    how, n = resolve_scoring(model, task_name, scoring), len(data.examples)
+    if how == "generate" and not decode_length:
+      raise ValueError(f"generate on {task_name} needs max_decode_length or feature_lengths['targets']")
+    outputs, scores = [], []
+    for batch in data.batches:
+      batch_outputs, batch_scores = predict(model, params, batch, how)
+      outputs += batch_outputs
+      scores += [None] * len(batch_outputs) if batch_scores is None else list(batch_scores)
+    outputs, scores = outputs[:n], scores[:n]  # drop the pad rows
+    predictions = data.predictions(outputs)
+    metrics = {**ensemble.compute_metrics(registry.task_metrics(task_name), data.targets, predictions),
+               "scoring": how, "num_examples": n}
+    if output_dir:
+      write_results(output_dir, [{"input": i, "target": t, "output": o, "prediction": p, "score": s} for i, t, o, p, s
+                                 in zip(data.inputs, data.targets, outputs, predictions, scores)], metrics)
+    return metrics
+  return evaluate_fn
+
+
+def evaluate(model: nn.Module, params: dict, *, task_name: str, split: str, feature_lengths: dict[str, int],
+             batch_size: int, data_dir: Optional[str] = None, scoring: str = "auto", num_beams: int = 1,
+             max_decode_length: Optional[int] = None, max_examples: Optional[int] = None,
+             output_dir: Optional[str] = None, prompt_index: Optional[int] = None,
+             length_normalize: bool = False) -> dict[str, Any]:
+  """-> {metric: value, ..., 'scoring', 'num_examples'}. `prompt_index`: one prompt of a bank for every example;
+  `length_normalize`: rank scores / label token count; `max_decode_length` defaults to feature_lengths['targets']."""
+  return make_evaluate_fn(**{k: v for k, v in locals().items() if k not in ("model", "params")})(model, params)
+
+
+def evaluate_ensemble_dataset(model: nn.Module, bank_params: dict, num_prompts: int, *, task_name: str, split: str,
+                              feature_lengths: dict[str, int], batch_size: int, data_dir: Optional[str] = None,
+                              scoring: str = "auto", max_examples: Optional[int] = None,
+                              output_dir: Optional[str] = None, length_normalize: bool = False) -> dict[str, Any]:
+  """A K-prompt bank over a split -> `ensemble.evaluate_ensemble`'s report + scoring, num_examples, num_prompts.
+
+  Each batch runs as one [K*batch_size] forward; 'rank' and 'classifier' only. predictions.jsonl lines hold
+  each prompt's prediction, both ensembles' and the scores [K, C]."""
+  how = resolve_scoring(model, task_name, scoring)
+  if how == "generate":
+    raise ValueError(f"ensembles combine class scores, but {task_name} resolves to scoring='generate'")
+  data = load_eval_data(task_name, split, feature_lengths, batch_size, data_dir, max_examples)
+  n, scores = len(data.examples), np.concatenate([np.asarray(ensemble.ensemble_scores(
+      model, bank_params, b, num_prompts, data.label_tokens, length_normalize)) for b in data.batches], axis=1)
+  scores = scores[:, :n]  # [K, n_padded, C] -> [K, n, C]: the pad rows dropped
+
+  def to_predictions(ids: np.ndarray) -> list[Any]:
+    return data.predictions(_class_outputs(how, data.labels, ids))
+  report = {**ensemble.evaluate_ensemble(scores, data.targets, registry.task_metrics(task_name), to_predictions),
+            "scoring": how, "num_examples": n, "num_prompts": num_prompts}
+  if output_dir:
+    per_prompt = [to_predictions(s.argmax(-1)) for s in scores]  # K lists of n
+    combined = {name: to_predictions(combine(scores)) for name, combine in ensemble.COMBINERS.items()}
+    write_results(output_dir, [
+        {"input": data.inputs[i], "target": data.targets[i], "predictions": [p[i] for p in per_prompt],
+         **{name: combined[name][i] for name in combined}, "scores": scores[:, i]} for i in range(n)], report)
+  return report

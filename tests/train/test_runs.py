@@ -1,0 +1,139 @@
+"""`python -m prompt_tuning_jax.train` end to end on real data (RTE from DATA_DIR) with a tiny BERT.
+
+Reliability: SIGKILL mid-run + the same command again gives bit-identical trainable parameters; a corrupted
+latest checkpoint is skipped with a warning; a NaN loss stops with the step named and the last good checkpoint
+kept; wrong gin bindings / task names fail in one line with close matches.
+"""
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from prompt_tuning_jax import cli, gin_utils, runs
+from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
+from prompt_tuning_jax.checkpoints.tree import flatten_params
+from prompt_tuning_jax.train.trainer import TrainingDivergedError
+
+TINY_BERT = ["bert_config.preset.embed_dim = 32", "bert_config.preset.num_heads = 4", "bert_config.preset.head_dim = 8",
+             "bert_config.preset.mlp_dim = 64", "bert_config.preset.num_layers = 2"]
+
+
+def argv(model_dir, steps, *extra):
+  bindings = TINY_BERT + [
+      f"MODEL_DIR = '{model_dir}'", "MIXTURE_OR_TASK_NAME = 'bert_glue_rte'", "TASK_FEATURE_LENGTHS = {'input_ids': 32}",
+      "BATCH_SIZE = 4", f"TRAIN_STEPS = {steps}", "runs.train.eval_split = None", "runs.train.checkpoint_period = 5",
+      "runs.train.keep_last = 3", "runs.train.show_progress = False", "PROMPT_LENGTH = 4", *extra]
+  return ["--gin_file=models/minilm.gin", "--gin_file=methods/prompt_tuning_random.gin", "--gin_file=runs/finetune.gin"] + [
+      f"--gin.{b}" for b in bindings]
+
+
+def args_files(args):
+  return gin_utils.split_gin_args(args)[0]
+
+
+def args_bindings(args):
+  return gin_utils.split_gin_args(args)[1]
+
+
+def final_trainable(model_dir):
+  trained, step = PeftCheckpointManager(os.path.join(model_dir, "checkpoints")).restore_trainable("latest")
+  return {k: np.asarray(v) for k, v in flatten_params(trained).items()}, step
+
+
+def run_in_process(args):
+  assert cli.main(args, runs.train, "test") == 0
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  model_dir = str(tmp_path_factory.mktemp("uninterrupted"))
+  run_in_process(argv(model_dir, 60))
+  return model_dir
+
+
+def test_run_writes_config_checkpoints_and_scalars(uninterrupted):
+  files = set(os.listdir(uninterrupted))
+  assert {"config.gin", "checkpoints", "metrics.jsonl", "train"} <= files
+  assert "BATCH_SIZE = 4" in open(os.path.join(uninterrupted, "config.gin")).read()
+  manager = PeftCheckpointManager(os.path.join(uninterrupted, "checkpoints"))
+  assert manager.steps() == [50, 55, 60]
+  meta = manager.read_metadata(60)
+  assert meta["task"] == "bert_glue_rte" and meta["data_position"] == 240 and meta["model"] == \
+      "BertForSequenceClassification"
+  params, _ = final_trainable(uninterrupted)
+  assert set(params) == {"bert/prompt/prompt", "classifier/kernel", "classifier/bias"}
+
+
+def test_sigkill_then_resume_is_bit_identical(uninterrupted, tmp_path):
+  model_dir = str(tmp_path / "killed")
+  command = [sys.executable, "-m", "prompt_tuning_jax.train"] + argv(model_dir, 60, "runs.train.checkpoint_period = 1")
+  process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  checkpoints = os.path.join(model_dir, "checkpoints")
+  deadline = time.time() + 300
+  while time.time() < deadline and process.poll() is None:
+    if os.path.isdir(checkpoints) and any(name.isdigit() and int(name) >= 10 for name in os.listdir(checkpoints)):
+      break
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+  _, killed_at = final_trainable(model_dir)
+  assert 10 <= killed_at < 60
+  resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f"resuming from step {killed_at}" in resumed.stderr
+  expected, _ = final_trainable(uninterrupted)
+  got, step = final_trainable(model_dir)
+  assert step == 60 and got.keys() == expected.keys()
+  for path in expected:
+    np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
+
+
+def test_corrupted_latest_checkpoint_falls_back_with_a_warning(uninterrupted, tmp_path, caplog):
+  model_dir = str(tmp_path / "corrupt")
+  run_in_process(argv(model_dir, 10))
+  state_dir = os.path.join(model_dir, "checkpoints", "10", "state")
+  for root, _, names in os.walk(state_dir):
+    for name in names:
+      with open(os.path.join(root, name), "r+b") as f:
+        f.truncate(max(0, os.path.getsize(os.path.join(root, name)) // 3))
+  with caplog.at_level(logging.INFO):
+    run_in_process(argv(model_dir, 60))
+  assert any("step 10" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
+  assert any("resuming from step 5" in r.getMessage() for r in caplog.records)
+  expected, _ = final_trainable(uninterrupted)
+  got, _ = final_trainable(model_dir)
+  for path in expected:  # resuming from step 5 replays steps 6..10 exactly
+    np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, capsys):
+  model_dir = str(tmp_path / "nan")
+  diverging = tmp_path / "diverging.gin"
+  diverging.write_text("from __gin__ import dynamic_registration\nfrom prompt_tuning_jax.train import optimizers\n"
+                       "OPTIMIZER = @optimizers.adamw()\noptimizers.adamw.learning_rate = 1e38\n")
+  args = argv(model_dir, 20, "runs.train.checkpoint_period = 1") + [f"--gin_file={diverging}"]
+  with pytest.raises(TrainingDivergedError, match=r"loss is (nan|inf) at step 2; stopped\. The last good "
+                                                  r"checkpoint \(step 1\)"):
+    gin_utils.parse_gin(args_files(args), args_bindings(args))
+    runs.train()
+  assert cli.main(args, runs.train, "test") == 3
+  assert "at step 2; stopped" in capsys.readouterr().err
+  steps = PeftCheckpointManager(os.path.join(model_dir, "checkpoints")).steps()
+  assert steps, "the last good checkpoint was not kept"
+  params, _ = final_trainable(model_dir)
+  assert all(np.isfinite(v).all() for v in params.values())
+
+
+def test_unknown_binding_and_task_name_list_close_matches(tmp_path, capsys):
+  assert cli.main(argv(str(tmp_path), 1, "runs.train.batch_sise = 2"), runs.train, "test") == 1
+  err = capsys.readouterr().err
+  assert "batch_sise" in err and "close matches for 'batch_sise': ['batch_size']" in err
+  assert cli.main(argv(str(tmp_path), 1, "MIXTURE_OR_TASK_NAME = 'bert_glue_rtee'"), runs.train, "test") == 1
+  err = capsys.readouterr().err
+  assert "'bert_glue_rtee' is not a registered task" in err and "bert_glue_rte" in err
+  assert len(err.strip().splitlines()) == 1
