@@ -17,7 +17,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m prompt_tuning_jax.parity
+	$(BIN)/python -m prompt_tuning_jax.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -31,19 +31,27 @@ def maybe_initialize_distributed(multiprocess: bool) -> None:
 
 def main(argv: Sequence[str], run: Callable[..., dict], usage: str) -> int:
   """Parses gin flags, registers the tasks, then calls the gin-configured `run`; returns the exit status."""
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-  logging.getLogger().setLevel(logging.INFO)  # also when absl installed its handler first
   files, bindings, rest = gin_utils.split_gin_args(argv)
   multiprocess = "--multiprocess" in rest
   rest = [a for a in rest if a != "--multiprocess"]
   if rest or not files:
     print(f"usage: {usage}; unexpected: {rest or 'no --gin_file'}", file=sys.stderr)
     return 2
-  try:
+  def call() -> dict:
     maybe_initialize_distributed(multiprocess)
     import tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers every task)
     gin_utils.parse_gin(files, bindings)
     result = gin.get_configurable(run)()
+    logging.info("done: %s", result)
+    return result
+  return main_guarded(call)
+
+
+def main_guarded(fn: Callable[[], object]) -> int:
+  """Calls `fn`; a user error prints one line (status 1), a diverged run its message (status 3)."""
+  setup_logging()
+  try:
+    result = fn()
   except USER_ERRORS as error:
     message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
     print(f"error: {type(error).__name__}: {message}", file=sys.stderr)
@@ -51,5 +59,9 @@ def main(argv: Sequence[str], run: Callable[..., dict], usage: str) -> int:
   except FloatingPointError as error:  # train/trainer.py TrainingDivergedError: the message names the step
     print(f"error: {error}", file=sys.stderr)
     return 3
-  logging.info("done: %s", result)
-  return 0
+  return result if isinstance(result, int) else 0
+
+
+def setup_logging() -> None:
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger().setLevel(logging.INFO)  # also when absl installed its handler first

@@ -61,8 +61,11 @@ def resolve_gin_file(name: str) -> str:
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), finalize: bool = True) -> None:
   """Clears gin, then parses the files (resolved on gin_search_paths) and the bindings."""
   gin.clear_config()
-  for path in gin_search_paths():
-    gin.add_config_file_search_path(path)
+  # NOTE: gin tries its prefixes in order, '' (the working directory) first, and its package-path reader
+  # crashes on `include 'runs/x.gin'` when the working directory holds a plain folder named `runs`. The
+  # shipped gin/ folder therefore goes first (gin has no public way to order search paths).
+  gin.config._LOCATION_PREFIXES[:] = [gin_dir(), ""] + [  # pylint: disable=protected-access
+      p for p in gin.config._LOCATION_PREFIXES if p not in ("", gin_dir())]  # pylint: disable=protected-access
   files = [resolve_gin_file(f) for f in gin_files]
   try:
     gin.parse_config_files_and_bindings(files, list(gin_bindings), finalize_config=finalize)

@@ -9,15 +9,17 @@ is the method file's `OPTIMIZER` macro when it defines one, else prompt tuning's
 the trainable mask is the gin-configured `trainable.trainable_mask` (the one source of truth for what trains).
 """
 import dataclasses
+import functools
 import difflib
 import logging
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 import seqio
 
 from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
@@ -77,12 +79,15 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
           eval_batch_size: Optional[int] = None, eval_max_examples: Optional[int] = None, scoring: str = "auto",
           seed: int = 0, checkpoint_period: int = 100, keep_last: int = 2, keep_best: int = 1,
           best_metric: Optional[str] = None, num_partitions: int = 1, skip_malformed: bool = False,
-          show_progress: bool = True) -> dict[str, Any]:
+          show_progress: bool = True, prompt_seed: Optional[int] = None,
+          data_seed: Optional[int] = None) -> dict[str, Any]:
   """Trains `model`'s PEFT parameters on a task; returns the final train (and eval/...) metrics.
 
   Writes MODEL_DIR/config.gin (the resolved gin config), checkpoints/, train/ and eval/ TensorBoard runs,
   metrics.jsonl, and with an eval split the evaluator's predictions.jsonl / metrics.json under eval/.
   `eval_split=None` turns evaluation off; `eval_period=0` evaluates only at the end.
+  Seeds: `seed` draws every initialised leaf (and dropout); `prompt_seed` the prompt init, `data_seed` the data
+  order (both default to `seed`). Prompt ensembles vary only these two, so the K runs share all else.
   """
   check_task_name(mixture_or_task_name)
   os.makedirs(model_dir, exist_ok=True)
@@ -96,7 +101,10 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
         max_examples=eval_max_examples, output_dir=os.path.join(model_dir, "eval"))
   metadata = {**model_metadata(model), "task": mixture_or_task_name, "feature_lengths": dict(task_feature_lengths),
               "initial_checkpoint_path": initial_checkpoint_path}
-  data = train_data.task_train_data(mixture_or_task_name, task_feature_lengths, split=train_split, seed=seed,
+  prompt_seed = seed if prompt_seed is None else prompt_seed
+  data_seed = seed if data_seed is None else data_seed
+  metadata.update(prompt_seed=prompt_seed, data_seed=data_seed)
+  data = train_data.task_train_data(mixture_or_task_name, task_feature_lengths, split=train_split, seed=data_seed,
                                     data_dir=data_dir, skip_malformed=skip_malformed)
   return trainer.train(
       model=model, model_dir=model_dir, train_steps=train_steps, batch_size=batch_size, train_data=data,
@@ -104,7 +112,7 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
       mask_fn=configured(trainable.trainable_mask), eval_period=eval_period, checkpoint_period=checkpoint_period,
       keep_last=keep_last, keep_best=keep_best, best_metric=best_metric, seed=seed,
       num_partitions=num_partitions, metadata=metadata, show_progress=show_progress,
-      prepare_params=prepare_prompt(seed))
+      prepare_params=prepare_prompt(prompt_seed))
 
 
 def restore_params(model: nn.Module, checkpoint_dir: str, initial_checkpoint_path: Optional[str],
@@ -120,8 +128,10 @@ def restore_params(model: nn.Module, checkpoint_dir: str, initial_checkpoint_pat
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no checkpoints folder at {directory} (train first, or point CHECKPOINT_DIR at "
                             f"a training run's MODEL_DIR)")
+  manager = PeftCheckpointManager(directory)
+  trained, found = manager.restore_trainable(step)
+  seed = manager.read_metadata(found).get("seed", seed)  # untrained seeded leaves as in training
   base = flatten_params(trainer.initial_params(model, seed, initial_checkpoint_path))
-  trained, found = PeftCheckpointManager(directory).restore_trainable(step)
   for path, value in flatten_params(trained).items():
     if path not in base:
       raise ValueError(f"{directory} step {found}: {path} is not a parameter of the configured model")
@@ -130,3 +140,71 @@ def restore_params(model: nn.Module, checkpoint_dir: str, initial_checkpoint_pat
                        f"model expects {tuple(base[path].shape)}")
     base[path] = jnp.asarray(value, base[path].dtype)
   return unflatten_params(base), found
+
+
+def _bank_model(model: nn.Module, num_prompts: int) -> nn.Module:
+  """`model` with a prompt bank of `num_prompts` (the gin-bound prompt factory, num_prompts overridden)."""
+  factory = getattr(getattr(model, "slots", None), "input_transform", None)
+  if factory is None:
+    raise ValueError(f"an ensemble of {num_prompts} checkpoints needs a prompt method (slots.input_transform), "
+                     f"but {type(model).__name__} has none bound")
+  slots = dataclasses.replace(model.slots, input_transform=functools.partial(factory, num_prompts=num_prompts))
+  return model.clone(slots=slots)
+
+
+@gin.configurable
+def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] = gin.REQUIRED,
+             mixture_or_task_name: str = gin.REQUIRED, task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
+             batch_size: int = gin.REQUIRED, output_dir: str = gin.REQUIRED,
+             initial_checkpoint_path: Optional[str] = None, split: str = "validation",
+             checkpoint_step: Any = "latest", data_dir: Optional[str] = None, scoring: str = "auto",
+             num_beams: int = 1, max_decode_length: Optional[int] = None, max_examples: Optional[int] = None,
+             seed: int = 0) -> dict[str, Any]:
+  """Evaluates one trained run, or a prompt ensemble of several, on a split; writes OUTPUT_DIR's
+  predictions.jsonl and metrics.json and returns the metrics.
+
+  checkpoint_dirs: training MODEL_DIRs. One: its `checkpoint_step` ('latest', 'best' or a number) is scored
+    (rank / generate / classifier, evaluation/evaluator.py). K > 1: each run's prompt is stacked into one bank
+    [K, P, d] and every batch is scored for all K prompts in one forward (evaluation/ensemble.py); the report
+    holds each prompt's metrics, their mean and best, and the majority-vote and mean-log-prob ensembles.
+  """
+  from prompt_tuning_jax.evaluation import ensemble, evaluator  # pylint: disable=g-import-not-at-top
+  check_task_name(mixture_or_task_name)
+  dirs = [checkpoint_dirs] if isinstance(checkpoint_dirs, str) else list(checkpoint_dirs)
+  common = dict(task_name=mixture_or_task_name, split=split, feature_lengths=dict(task_feature_lengths),
+                batch_size=batch_size, data_dir=data_dir, scoring=scoring, max_examples=max_examples,
+                output_dir=output_dir)
+  restored = [restore_params(model, d, initial_checkpoint_path, checkpoint_step, seed) for d in dirs]
+  for directory, (_, step) in zip(dirs, restored):
+    log.info("evaluating %s step %d on %s:%s", directory, step, mixture_or_task_name, split)
+  if len(dirs) == 1:
+    metrics = evaluator.evaluate(model, restored[0][0], num_beams=num_beams, max_decode_length=max_decode_length,
+                                 **common)
+  else:
+    _check_only_prompts_differ(dirs, [params for params, _ in restored])
+    bank = ensemble.stack_prompt_params([params for params, _ in restored])
+    metrics = evaluator.evaluate_ensemble_dataset(_bank_model(model, len(dirs)), bank, len(dirs), **common)
+  metrics = {**metrics, "checkpoints": {d: step for d, (_, step) in zip(dirs, restored)}}
+  trainer.write_json(os.path.join(output_dir, "metrics.json"), metrics)
+  return metrics
+
+
+def _check_only_prompts_differ(dirs: Sequence[str], trees: Sequence[dict]) -> None:
+  """A one-pass ensemble shares everything but the prompt bank; runs that trained more (e.g. a BERT head)
+  with different results cannot be stacked."""
+  first = flatten_params(trees[0])
+  for directory, tree in zip(dirs[1:], trees[1:]):
+    for path, value in flatten_params(tree).items():
+      if not path.endswith("prompt/prompt") and not np.array_equal(np.asarray(value), np.asarray(first[path])):
+        raise ValueError(f"ensemble: {path} differs between {dirs[0]} and {directory}; a prompt ensemble shares "
+                         f"every other parameter (train the prompts with the rest frozen, e.g. "
+                         f"trainable.trainable_mask.patterns = ['(^|/)prompt(/|$)'])")
+
+
+@gin.configurable
+def infer(*, checkpoint_dir: str = gin.REQUIRED, **kwargs) -> dict[str, Any]:
+  """Predictions of one trained run on a split (OUTPUT_DIR/predictions.jsonl); `evaluate`'s other arguments.
+
+  The metrics it also writes are meaningful only where the split has labels (e.g. not GLUE's test files).
+  """
+  return evaluate(checkpoint_dirs=[checkpoint_dir], **kwargs)

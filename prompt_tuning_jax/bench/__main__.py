@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--dropout", type=float, default=0.0, help="dropout rate on both sides (0 = off)")
   p.add_argument("--ensemble", type=int, default=0, metavar="K", help="also run the K-prompt ensemble mode")
   p.add_argument("--no_flop_ratio", action="store_true", help="skip the prompt tuning / full FT FLOP ratio")
+  p.add_argument("--flops_only", action="store_true",
+                 help="only the FLOP ratios of the grid's prompt tuning rows (nothing runs: any size fits a CPU)")
   p.add_argument("--no_peft", action="store_true", help="skip the HF PEFT side")
   p.add_argument("--out_dir", default="bench_results")
   return p
@@ -90,7 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
   command = shlex.join(["python", "-m", "prompt_tuning_jax.bench", *argv])
   result = runner.run(rows, options_from(args), command, flop_ratios=not args.no_flop_ratio,
-                      num_prompts=args.ensemble)
+                      num_prompts=args.ensemble, flops_only=args.flops_only)
   paths = report.write(result, args.out_dir)
   print(open(paths["bench.md"]).read())
   print(f"wrote {', '.join(paths.values())}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Writes a run's results: bench.json (everything), bench.md (tables) and command.txt (the exact command).
 
 bench.json: {'command', 'device', 'versions', 'options', 'uptime_start', 'uptime_end', 'rows',
-'flop_ratios', 'ensembles', 'targets', 'peak_table'}; each row {'row', 'options', 'load_average',
+'flop_ratios', 'ensembles', 'targets', 'peak_table', 'errors' (of whole modes)}; each row {'row', 'options', 'load_average',
 'ours', 'peft' (or None), 'peft_skipped', 'ratio', 'prompt_rows'} (ours.prepare, peft_side.prepare).
 """
 import json
@@ -9,7 +9,7 @@ import os
 from typing import Any, Optional
 
 SCHEMA_KEYS = ("command", "device", "versions", "options", "uptime_start", "uptime_end", "rows", "flop_ratios",
-               "ensembles", "targets", "peak_table")
+               "ensembles", "targets", "peak_table", "errors")
 ROW_KEYS = ("row", "options", "load_average", "ours", "peft", "peft_skipped", "ratio", "prompt_rows")
 OURS_KEYS = ("compile_s", "step_s", "tokens_per_s", "flops", "mfu", "xla_memory_bytes", "peak_memory_bytes")
 
@@ -85,11 +85,13 @@ def markdown(result: dict) -> str:
            f"{_num(device['peak_flops'] and device['peak_flops'] / 1e12, '{:.3g}')} TFLOP/s per device "
            f"({device['peak_source']}). Versions: {', '.join(f'{k} {v}' for k, v in result['versions'].items())}.",
            f"Load: start `{result['uptime_start']}`; end `{result['uptime_end']}`.", ""]
-  lines += rows_table(result["rows"]) + [""]
+  if result["rows"]:
+    lines += rows_table(result["rows"]) + [""]
   if result["flop_ratios"]:
     lines += flop_table(result["flop_ratios"]) + [""]
   if result["ensembles"]:
     lines += ensemble_table(result["ensembles"]) + [""]
+  lines += [f"Error: {e}" for e in result["errors"]] + ([""] if result["errors"] else [])
   return "\n".join(lines + targets_table(result["targets"])) + "\n"
 
 

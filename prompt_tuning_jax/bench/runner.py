@@ -72,8 +72,11 @@ def flop_ratio(row: grid.Row, options: grid.Options) -> dict:
 
 
 def run(rows: list[grid.Row], options: grid.Options, command: str, flop_ratios: bool = True,
-        num_prompts: int = 0) -> dict:
-  """The whole run as report.py's result dict; progress goes to stderr."""
+        num_prompts: int = 0, flops_only: bool = False) -> dict:
+  """The whole run as report.py's result dict; progress goes to stderr.
+
+  flops_only: only the FLOP ratios (abstract lowerings: any size runs on a CPU), no timed rows or ensembles.
+  """
   device = hardware.device_info()
   peft_reason = "not run (--no_peft)" if not options.peft else peft_side.unavailable()
   versions = {"jax": jax.__version__}
@@ -81,8 +84,8 @@ def run(rows: list[grid.Row], options: grid.Options, command: str, flop_ratios: 
     versions.update(peft_side.versions())
   result = {"command": command, "device": device, "versions": versions, "options": dataclasses.asdict(options),
             "uptime_start": hardware.uptime(), "rows": [], "flop_ratios": [], "ensembles": [],
-            "peak_table": dict(hardware.PEAK_BF16_TFLOPS)}
-  for row in rows:
+            "peak_table": dict(hardware.PEAK_BF16_TFLOPS), "errors": []}
+  for row in [] if flops_only else rows:
     entry = run_one(row, options, device, peft_reason)
     result["rows"].append(entry)
     print(f"[bench] {row.model} {row.method} b={row.batch} {row.input_length}+{row.target_length}: "
@@ -92,9 +95,11 @@ def run(rows: list[grid.Row], options: grid.Options, command: str, flop_ratios: 
   prompt_rows = [r for r in rows if r.method == "prompt_tuning"]
   for row in prompt_rows if flop_ratios else []:
     result["flop_ratios"].append(flop_ratio(row, options))
-  for row in prompt_rows if num_prompts else []:
-    result["ensembles"].append(ensemble.run_ensemble(row, options, num_prompts))
-    result["ensembles"][-1]["load_average"] = _load()
+  for row in prompt_rows if num_prompts and not flops_only else []:
+    try:
+      result["ensembles"].append({**ensemble.run_ensemble(row, options, num_prompts), "load_average": _load()})
+    except Exception as e:  # pylint: disable=broad-except
+      result["errors"].append(f"ensemble {row.model}: {timing.error_text(e)}")
   result["uptime_end"] = hardware.uptime()
   result["targets"] = targets.evaluate(result)
   return result

@@ -126,7 +126,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
     progress.update(1)
     eval_metrics = None
     if evaluate is not None and (step == train_steps or (eval_period and step % eval_period == 0)):
-      eval_metrics = evaluate(model, trainable.merge(state.trainable, frozen))
+      eval_metrics = _numbers(evaluate(model, trainable.merge(state.trainable, frozen)))
       writer.scalars("eval", step, eval_metrics)
       last_metrics.update({f"eval/{k}": v for k, v in eval_metrics.items()})
     if step == train_steps or step % checkpoint_period == 0:
@@ -139,6 +139,12 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
   progress.close()
   writer.close()
   return last_metrics
+
+
+def _numbers(metrics: dict) -> dict[str, float]:
+  """The numeric entries of an evaluator's result (it also reports e.g. 'scoring': 'rank')."""
+  return {k: float(v) for k, v in metrics.items()
+          if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
 
 
 def _default_optimizer() -> optax.GradientTransformation:

@@ -4,6 +4,7 @@ Reliability: SIGKILL mid-run + the same command again gives bit-identical traina
 latest checkpoint is skipped with a warning; a NaN loss stops with the step named and the last good checkpoint
 kept; wrong gin bindings / task names fail in one line with close matches.
 """
+import json
 import logging
 import os
 import signal
@@ -137,3 +138,42 @@ def test_unknown_binding_and_task_name_list_close_matches(tmp_path, capsys):
   err = capsys.readouterr().err
   assert "'bert_glue_rtee' is not a registered task" in err and "bert_glue_rte" in err
   assert len(err.strip().splitlines()) == 1
+
+
+def eval_argv(entry, checkpoints, output_dir, *extra):
+  run_file, key = {"eval": ("runs/eval.gin", "CHECKPOINT_DIRS"), "infer": ("runs/infer.gin", "CHECKPOINT_DIR")}[entry]
+  bindings = TINY_BERT + [f"{key} = {checkpoints!r}", f"OUTPUT_DIR = '{output_dir}'", "BATCH_SIZE = 8",
+                          "MIXTURE_OR_TASK_NAME = 'bert_glue_rte'", "TASK_FEATURE_LENGTHS = {'input_ids': 32}",
+                          "PROMPT_LENGTH = 4", "runs.evaluate.max_examples = 20", *extra]
+  return ["--gin_file=models/minilm.gin", "--gin_file=methods/prompt_tuning_random.gin", f"--gin_file={run_file}"] + [
+      f"--gin.{b}" for b in bindings]
+
+
+def test_eval_infer_and_a_two_prompt_ensemble(tmp_path):
+  prompt_only = tmp_path / "prompt_only.gin"  # the head stays at the seeded init: only prompts differ
+  prompt_only.write_text("from __gin__ import dynamic_registration\nfrom prompt_tuning_jax.peft import trainable\n"
+                         "trainable.trainable_mask.patterns = ['(^|/)prompt(/|$)']\n")
+  uninterrupted, other = str(tmp_path / "seed0"), str(tmp_path / "seed1")
+  run_in_process(argv(uninterrupted, 10) + [f"--gin_file={prompt_only}"])
+  run_in_process(argv(other, 10, "runs.train.prompt_seed = 1", "runs.train.data_seed = 1") + [f"--gin_file={prompt_only}"])
+  single = str(tmp_path / "single")
+  assert cli.main(eval_argv("eval", [uninterrupted], single), runs.evaluate, "test") == 0
+  metrics = json.load(open(os.path.join(single, "metrics.json")))
+  assert metrics["scoring"] == "classifier" and metrics["num_examples"] == 20
+  assert metrics["checkpoints"] == {uninterrupted: 10}
+  lines = [json.loads(line) for line in open(os.path.join(single, "predictions.jsonl"))]
+  assert len(lines) == 20
+  assert metrics["accuracy"] == pytest.approx(100 * np.mean([l["prediction"] == l["target"] for l in lines]))
+  inferred = str(tmp_path / "infer")
+  assert cli.main(eval_argv("infer", other, inferred), runs.infer, "test") == 0
+  other_metrics = json.load(open(os.path.join(inferred, "metrics.json")))
+  ensemble_dir = str(tmp_path / "ensemble")
+  assert cli.main(eval_argv("eval", [uninterrupted, other], ensemble_dir), runs.evaluate, "test") == 0
+  report = json.load(open(os.path.join(ensemble_dir, "metrics.json")))
+  assert report["num_prompts"] == 2  # the one-pass bank gives each run's own single-prompt result
+  assert report["prompt_0/accuracy"] == pytest.approx(metrics["accuracy"])
+  assert report["prompt_1/accuracy"] == pytest.approx(other_metrics["accuracy"])
+  assert {"majority_vote/accuracy", "mean_log_prob/accuracy", "mean/accuracy", "best/accuracy"} <= set(report)
+  with_head = str(tmp_path / "with_head")
+  run_in_process(argv(with_head, 5))
+  assert cli.main(eval_argv("eval", [uninterrupted, with_head], str(tmp_path / "x")), runs.evaluate, "t") == 1
