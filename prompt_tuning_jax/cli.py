@@ -67,3 +67,4 @@ def main_guarded(fn: Callable[[], object]) -> int:
 def setup_logging() -> None:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger().setLevel(logging.INFO)  # also when absl installed its handler first
+  logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines drown the progress bar
