@@ -1,0 +1,81 @@
+"""The outputs of scripts/results.py: results.json (every run) and results.md (mean ± std over seeds).
+
+results.json: {'command', 'setting' (name and fields), 'notes', 'runs': [result.json of each run]}.
+results.md: one row per method; per task the shown metrics (results_config.Task.metrics) as mean ± sample std
+over seeds (n = seeds when > 1), trainable parameters and % (of the first task: the head's size follows the
+label count, results.json has each), the median step time over the method's runs.
+"""
+import dataclasses
+import statistics
+from typing import Any, Sequence
+
+import results_config as config
+
+BOOLQ_NOTE = (f"BoolQ*: the shared data has no BoolQ train split; trained on val.jsonl rows "
+              f"[0, {config.BOOLQ_TRAIN_ROWS}) and evaluated on the remaining rows (a val-split task variant, "
+              f"scripts/results_tasks.py), so it is not comparable with published BoolQ dev numbers.")
+
+
+def mean_std(values: Sequence[float]) -> str:
+  """'84.21 ± 0.35' (sample std) for several values, '84.21' for one."""
+  if len(values) == 1:
+    return f"{values[0]:.2f}"
+  return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def notes(setting_name: str, setting: config.Setting) -> list[str]:
+  """The cut of this setting in words (goes into both outputs)."""
+  lines = [f"setting {setting_name}: seeds {list(setting.seeds)}, batch {setting.batch_size}, input length "
+           f"min(task length, {setting.max_length}), steps "
+           f"{setting.train_steps or {config.TASKS[t].label: config.TASKS[t].train_steps for t in setting.tasks}}, "
+           f"learning rates of gin/results x {setting.lr_scale:g}, evaluation "
+           f"{'every %d steps, the last reported' % setting.eval_period if setting.eval_period else 'at the end'}"
+           f"{'' if setting.eval_max_examples is None else f' on the first {setting.eval_max_examples} examples'}."]
+  if not setting.use_minilm:
+    lines.append("backbone: a seeded random tiny BERT (no checkpoint): plumbing only, the numbers mean nothing.")
+  if config.BOOLQ in setting.tasks:
+    lines.append(BOOLQ_NOTE)
+  return lines
+
+
+def payload(command: str, setting_name: str, setting: config.Setting, results: list[dict]) -> dict[str, Any]:
+  return {"command": command, "setting": {"name": setting_name, **dataclasses.asdict(setting)},
+          "notes": notes(setting_name, setting), "runs": results}
+
+
+def markdown(command: str, setting_name: str, setting: config.Setting, results: list[dict]) -> str:
+  """The method-comparison table of `results` (methods and tasks in the setting's order)."""
+  tasks = [t for t in setting.tasks if any(r["task"] == t for r in results)]
+  header = ["method", "trainable (%)"] + [
+      f"{config.TASKS[t].label} ({' / '.join(config.TASKS[t].metrics)})" for t in tasks] + ["step ms (median)"]
+  lines = [f"Command: `{command}`", ""] + [f"- {line}" for line in notes(setting_name, setting)] + [
+      "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for method in setting.methods:
+    mine = [r for r in results if r["method"] == method]
+    if not mine:
+      continue
+    first = next(r for t in tasks for r in mine if r["task"] == t)
+    cells = [config.METHODS[method].label, f"{first['trainable_parameters']:,} ({first['trainable_percent']:.3f}%)"]
+    for task in tasks:
+      runs = [r for r in mine if r["task"] == task]
+      cells.append(" / ".join(mean_std([r["metrics"][m] for r in runs]) for m in config.TASKS[task].metrics)
+                   + (f" (n={len(runs)})" if len(runs) > 1 else "") if runs else "—")
+    steps = [r["step_seconds"] for r in mine if r["step_seconds"] is not None]
+    cells.append(f"{1000 * statistics.median(steps):.0f}" if steps else "—")
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def ensemble_markdown(command: str, reports: list[dict]) -> str:
+  """Per task: each prompt, their mean and best, majority vote and mean-log-prob (runs.evaluate's report)."""
+  lines = [f"Command: `{command}`", "", "| task | metric | head run (prompt + head) | " + " | ".join(
+      f"prompt {k}" for k in range(max(r["num_prompts"] for r in reports))) + " | mean | best | majority vote | "
+      "mean log-prob |", "|" + "---|" * (7 + max(r["num_prompts"] for r in reports))]
+  for report in reports:
+    metrics = report["metrics"]
+    for name in config.TASKS[report["task"]].metrics:
+      prompts = [f"{metrics[f'prompt_{k}/{name}']:.2f}" for k in range(report["num_prompts"])]
+      combined = [f"{metrics[f'{c}/{name}']:.2f}" for c in ("mean", "best", "majority_vote", "mean_log_prob")]
+      lines.append(f"| {config.TASKS[report['task']].label} | {name} | {report['head_metrics'][name]:.2f} | "
+                   + " | ".join(prompts + combined) + " |")
+  return "\n".join(lines) + "\n"

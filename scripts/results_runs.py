@@ -1,0 +1,133 @@
+"""One training run of the results table: gin files + bindings -> runs.train -> MODEL_DIR/result.json.
+
+A run's MODEL_DIR holds everything runs.train writes (config.gin, checkpoints/, metrics.jsonl, eval/metrics.json)
+plus result.json, written last: a directory with result.json is finished and is skipped (a crashed run without it
+resumes from its checkpoint when the same command runs again).
+"""
+import dataclasses
+import json
+import os
+import statistics
+import time
+from typing import Any, Optional, Sequence
+
+import results_config as config
+import results_tasks
+
+import gin
+
+import tasks  # pylint: disable=unused-import  (registers every task)
+from prompt_tuning_jax import demo, gin_utils, params, runs
+from prompt_tuning_jax.train import trainer
+from tasks import registry
+
+LEARNING_RATE_MACROS = ("LEARNING_RATE", "PROMPT_LEARNING_RATE")
+COMPILE_STEPS = 2
+"""The first steps compile; step time is the median over the steps after them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """task x method x seed; `directory` is its MODEL_DIR under the output folder."""
+  task: str
+  method: str
+  seed: int
+
+  @property
+  def directory(self) -> str:
+    return os.path.join(self.task, self.method, f"seed_{self.seed}")
+
+
+def task_name(task: str) -> str:
+  """The task the runs train on: BoolQ's val-split variant (results_tasks.py), else the task itself."""
+  return results_tasks.register_valsplit(task, config.BOOLQ_TRAIN_ROWS) if task == config.BOOLQ else task
+
+
+def model_bindings(run: Run, setting: config.Setting, initial_checkpoint: Optional[str] = None) -> list[str]:
+  """The bindings training and evaluation share: backbone, head size, task, lengths, base checkpoint, method
+  options; `initial_checkpoint` overrides the MiniLM directory."""
+  name = task_name(run.task)
+  labels = registry.label_strings(name)
+  checkpoint = initial_checkpoint or (demo.minilm_dir() if setting.use_minilm else None)
+  bindings = [*setting.backbone_bindings, f"NUM_LABELS = {len(labels)}", f"MIXTURE_OR_TASK_NAME = '{name}'",
+              f"TASK_FEATURE_LENGTHS = {{'input_ids': {setting.length(run.task)}}}",
+              f"INITIAL_CHECKPOINT_PATH = {checkpoint!r}"]
+  if run.method == "prompt_tuning_class_label":
+    bindings.append(f"CLASS_LABELS = {labels!r}")
+  if config.TASKS[run.task].single_sentence:
+    bindings += config.METHODS[run.method].single_sentence_bindings
+  return bindings
+
+
+def gin_config(run: Run, setting: config.Setting, model_dir: str, extra_files: Sequence[str] = (),
+               extra: Sequence[str] = (), initial_checkpoint: Optional[str] = None) -> tuple[list[str], list[str]]:
+  """(gin files, bindings) of one training run; `extra_files` go after the method file."""
+  bindings = model_bindings(run, setting, initial_checkpoint) + [
+      f"MODEL_DIR = '{model_dir}'", f"BATCH_SIZE = {setting.batch_size}", f"TRAIN_STEPS = {setting.steps(run.task)}",
+      f"EVAL_PERIOD = {setting.eval_period}", f"runs.train.seed = {run.seed}",
+      f"runs.train.eval_max_examples = {setting.eval_max_examples}"]
+  files = ["models/minilm.gin", config.METHODS[run.method].gin_file, *extra_files, "results/run.gin"]
+  bindings += [*_scaled_learning_rates(files, bindings, setting.lr_scale), *extra]
+  return files, bindings
+
+
+def _scaled_learning_rates(files: Sequence[str], bindings: Sequence[str], scale: float) -> list[str]:
+  """Bindings multiplying the method file's learning-rate macros by `scale` (none when scale is 1)."""
+  if scale == 1:
+    return []
+  gin_utils.parse_gin(files, bindings, finalize=False)
+  scaled = []
+  for macro in LEARNING_RATE_MACROS:
+    try:
+      scaled.append(f"{macro} = {gin.query_parameter('%' + macro) * scale!r}")
+    except ValueError:
+      pass  # the method file does not define it
+  return scaled
+
+
+def step_seconds(metrics_jsonl: str, batch_size: int) -> Optional[float]:
+  """Median seconds per train step after the compiling ones, from metrics.jsonl's examples_per_second."""
+  rows = [json.loads(line) for line in open(metrics_jsonl)]
+  times = [batch_size / row["examples_per_second"] for row in rows if row["split"] == "train"]
+  timed = times[COMPILE_STEPS:] or times[-1:]
+  return statistics.median(timed) if timed else None
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence[str] = (), extra: Sequence[str] = (),
+          initial_checkpoint: Optional[str] = None, directory: Optional[str] = None) -> dict[str, Any]:
+  """Trains one run unless its result.json exists; returns the result (also written to result.json).
+
+  `extra_files` / `extra`: more gin files and bindings (gin_config); `directory`: MODEL_DIR relative to out_dir
+  (default `run.directory`).
+
+  Result: task, method, seed, model_dir (relative to out_dir), train_steps, batch_size, length, metrics (the
+  last evaluation: eval/metrics.json), total / trainable parameters and trainable_percent (params.py, abstract
+  shapes), step_seconds (median), wall_seconds, gin_files, gin_bindings.
+  """
+  relative = directory or run.directory
+  model_dir = os.path.abspath(os.path.join(out_dir, relative))
+  result_path = os.path.join(model_dir, "result.json")
+  if os.path.isfile(result_path):
+    print(f"skip {relative}: finished (result.json)", flush=True)
+    return read_json(result_path)
+  print(f"run  {relative}", flush=True)
+  start = time.perf_counter()
+  files, bindings = gin_config(run, setting, model_dir, extra_files, extra, initial_checkpoint)
+  report = params.parameter_report(files, bindings)
+  gin_utils.parse_gin(files, bindings)
+  gin.get_configurable(runs.train)()
+  metrics = read_json(os.path.join(model_dir, "eval", "metrics.json"))
+  result = {"task": run.task, "method": run.method, "seed": run.seed, "model_dir": relative,
+            "train_steps": setting.steps(run.task), "batch_size": setting.batch_size,
+            "length": setting.length(run.task), "lr_scale": setting.lr_scale, "metrics": metrics,
+            "total_parameters": report["total"], "trainable_parameters": report["trainable"],
+            "trainable_percent": report["trainable_percent"],
+            "step_seconds": step_seconds(os.path.join(model_dir, "metrics.jsonl"), setting.batch_size),
+            "wall_seconds": round(time.perf_counter() - start, 1), "gin_files": files, "gin_bindings": bindings}
+  trainer.write_json(result_path, result)
+  return result

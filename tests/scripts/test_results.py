@@ -1,0 +1,112 @@
+"""scripts/results.py end to end in its smoke setting (real MiniLM, CB from the data dir, a few steps).
+
+The outputs are checked against the run directories, not against numbers: each run's metric is its evaluator's
+eval/metrics.json, its trainable count is the size of what its checkpoint holds, its step time the median of its
+metrics.jsonl, the markdown shows those values, a second invocation trains nothing; the ensemble report's
+per-prompt metrics are each prompt run's own evaluation, its mean / best follow from them, and the frozen head
+the prompts share is the head run's trained classifier.
+"""
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from prompt_tuning_jax.checkpoints import hf_bert
+from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
+from prompt_tuning_jax.checkpoints.tree import flatten_params
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(REPO, "scripts", "results.py")
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import results_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+import results_report  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def run_script(*args: str) -> str:
+  process = subprocess.run([sys.executable, SCRIPT, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert process.returncode == 0, process.stderr[-3000:]
+  return process.stdout
+
+
+def read(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def checkpoint_leaves(model_dir: str) -> dict[str, np.ndarray]:
+  trained, _ = PeftCheckpointManager(os.path.join(model_dir, "checkpoints")).restore_trainable("latest")
+  return {k: np.asarray(v) for k, v in flatten_params(trained).items()}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  out_dir = str(tmp_path_factory.mktemp("results_smoke"))
+  return out_dir, run_script("--setting=smoke", f"--out_dir={out_dir}")
+
+
+def test_smoke_outputs_match_the_run_directories(smoke):
+  out_dir, stdout = smoke
+  setting = results_config.SETTINGS["smoke"]
+  payload = read(os.path.join(out_dir, "results.json"))
+  assert payload["setting"]["name"] == "smoke"
+  assert {(r["task"], r["method"], r["seed"]) for r in payload["runs"]} == {
+      (t, m, s) for t in setting.tasks for m in setting.methods for s in setting.seeds}
+  table = open(os.path.join(out_dir, "results.md")).read()
+  assert table in stdout
+  for run in payload["runs"]:
+    model_dir = os.path.join(out_dir, run["model_dir"])
+    evaluated = read(os.path.join(model_dir, "eval", "metrics.json"))
+    assert run["metrics"] == evaluated
+    leaves = checkpoint_leaves(model_dir)
+    assert run["trainable_parameters"] == sum(v.size for v in leaves.values())
+    assert math.isclose(run["trainable_percent"], 100 * run["trainable_parameters"] / run["total_parameters"])
+    rows = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
+    times = [run["batch_size"] / r["examples_per_second"] for r in rows if r["split"] == "train"]
+    assert len(times) == run["train_steps"]
+    assert math.isclose(run["step_seconds"], statistics.median(times[2:] or times[-1:]))
+    label = results_config.METHODS[run["method"]].label
+    row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
+    shown = [f"{evaluated[m]:.2f}" for m in results_config.TASKS[run["task"]].metrics]
+    assert " / ".join(shown) in row and f"{run['trainable_parameters']:,}" in row
+  assert "--setting=smoke" in open(os.path.join(out_dir, "command.txt")).read()
+
+
+def test_smoke_rerun_skips_every_finished_run(smoke):
+  out_dir, _ = smoke
+  before = read(os.path.join(out_dir, "results.json"))["runs"]
+  stdout = run_script("--setting=smoke", f"--out_dir={out_dir}")
+  assert stdout.count("skip ") == len(before) and "run  " not in stdout
+  assert read(os.path.join(out_dir, "results.json"))["runs"] == before
+
+
+def test_mean_std_format():
+  assert results_report.mean_std([80.0]) == "80.00"
+  assert results_report.mean_std([80.0, 82.0]) == f"81.00 ± {statistics.stdev([80.0, 82.0]):.2f}"
+
+
+def test_smoke_ensembles_share_the_head_and_match_each_prompt_run(tmp_path):
+  out_dir = str(tmp_path)
+  stdout = run_script("--setting=smoke", "--ensembles", f"--out_dir={out_dir}")
+  (report,) = read(os.path.join(out_dir, "ensembles.json"))["ensembles"]
+  k = results_config.SETTINGS["smoke"].ensemble_prompts
+  assert report["num_prompts"] == k == len(report["prompt_runs"])
+  metrics = report["metrics"]
+  for name in results_config.TASKS[report["task"]].metrics:
+    single = [read(os.path.join(out_dir, p["model_dir"], "eval", "metrics.json"))[name] for p in report["prompt_runs"]]
+    assert [metrics[f"prompt_{i}/{name}"] for i in range(k)] == pytest.approx(single)
+    assert metrics[f"mean/{name}"] == pytest.approx(np.mean(single))
+    assert metrics[f"best/{name}"] == pytest.approx(max(single))
+    assert f"{metrics[f'majority_vote/{name}']:.2f}" in stdout
+  for prompt_run in report["prompt_runs"]:
+    assert set(checkpoint_leaves(os.path.join(out_dir, prompt_run["model_dir"]))) == {"bert/prompt/prompt"}
+  head = checkpoint_leaves(os.path.join(out_dir, report["head_run"]["model_dir"]))
+  assert {"classifier/kernel", "classifier/bias", "bert/prompt/prompt"} <= set(head)
+  _, exported = hf_bert.load_hf_bert(os.path.join(out_dir, "ensembles", report["task"], "head_checkpoint"),
+                                     head="sequence_classification")
+  for name in ("kernel", "bias"):  # the prompts' frozen head is the head run's trained one
+    np.testing.assert_array_equal(np.asarray(exported["classifier"][name]), head[f"classifier/{name}"])
