@@ -1,0 +1,53 @@
+"""What the notebooks share: scripts/ on sys.path, the TINY switch, where runs and figures go.
+
+Environment (read when a notebook starts):
+  PTJ_NOTEBOOK_TINY      '1' (default): a tiny setting that runs top to bottom on a CPU in well under a minute
+                         (a seeded random tiny BERT, a few steps; plumbing only, the numbers mean nothing).
+                         '0': the real sweep on the real MiniLM (or all T5 sizes), figures saved as PNGs.
+  PTJ_NOTEBOOK_SETTING   the scripts/results_config.py setting of a non-tiny run ('cpu' by default, 'full').
+  PTJ_NOTEBOOK_OUT       where runs go (default: a temporary folder when tiny, else runs/notebooks/<setting>);
+                         runs that finished there are reused (scripts/results_runs.py), so a re-run is cheap.
+"""
+import dataclasses
+import os
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import results_config  # pylint: disable=wrong-import-position
+
+TINY = os.environ.get("PTJ_NOTEBOOK_TINY", "1") == "1"
+SETTING_NAME = os.environ.get("PTJ_NOTEBOOK_SETTING", "cpu")
+FIGURES = os.path.join(REPO, "notebooks", "figures")
+TINY_BERT = ("bert_config.preset.embed_dim = 32", "bert_config.preset.num_heads = 4",
+             "bert_config.preset.head_dim = 8", "bert_config.preset.mlp_dim = 64", "bert_config.preset.num_layers = 2")
+
+
+def out_dir() -> str:
+  if os.environ.get("PTJ_NOTEBOOK_OUT"):
+    return os.environ["PTJ_NOTEBOOK_OUT"]
+  return tempfile.mkdtemp(prefix="ptj_notebook_") if TINY else os.path.join(REPO, "runs", "notebooks", SETTING_NAME)
+
+
+def setting(**fields) -> results_config.Setting:
+  """The setting of this notebook: tiny (CB, a random tiny BERT, 2 steps) or SETTING_NAME, then `fields`."""
+  if TINY:
+    base = dataclasses.replace(results_config.SETTINGS["smoke"], tasks=("bert_super_glue_cb",), train_steps=2,
+                               eval_max_examples=32, backbone_bindings=TINY_BERT, use_minilm=False)
+  else:
+    base = results_config.SETTINGS[SETTING_NAME]
+  return dataclasses.replace(base, **fields)
+
+
+def save_figure(fig, name: str) -> None:
+  """Saves `fig` as notebooks/figures/<name>.png unless TINY (tiny figures are only shown)."""
+  if TINY:
+    print(f"TINY: {name}.png not saved (set PTJ_NOTEBOOK_TINY=0 for the real figure)")
+    return
+  os.makedirs(FIGURES, exist_ok=True)
+  path = os.path.join(FIGURES, f"{name}.png")
+  fig.savefig(path, dpi=120, bbox_inches="tight")
+  print(f"saved {path}")

@@ -1,0 +1,61 @@
+"""Every notebook in notebooks/ runs top to bottom in its tiny setting, and is committed without outputs.
+
+The kernel is this interpreter (the venv's python): a kernelspec written to a temporary JUPYTER_PATH, so nothing is
+installed into the user's Jupyter directories.
+"""
+import json
+import os
+import sys
+
+import nbclient
+import nbformat
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NOTEBOOK_DIR = os.path.join(REPO, "notebooks")
+NOTEBOOKS = sorted(name for name in os.listdir(NOTEBOOK_DIR) if name.endswith(".ipynb"))
+EXPECTED = {"scale_ablation.ipynb", "prompt_length_init.ipynb", "ensembling.ipynb"}
+
+
+@pytest.fixture(scope="module")
+def kernel_env(tmp_path_factory):
+  """JUPYTER_PATH with a 'python3' kernelspec whose argv is sys.executable; tiny notebook settings."""
+  root = tmp_path_factory.mktemp("jupyter")
+  spec_dir = root / "kernels" / "python3"
+  spec_dir.mkdir(parents=True)
+  spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+          "display_name": "Python 3 (test venv)", "language": "python"}
+  (spec_dir / "kernel.json").write_text(json.dumps(spec))
+  saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "PTJ_NOTEBOOK_TINY", "PTJ_NOTEBOOK_OUT")}
+  os.environ.update(JUPYTER_PATH=str(root), PTJ_NOTEBOOK_TINY="1")
+  os.environ.pop("PTJ_NOTEBOOK_OUT", None)
+  yield str(root)
+  for key, value in saved.items():
+    if value is None:
+      os.environ.pop(key, None)
+    else:
+      os.environ[key] = value
+
+
+def test_the_three_notebooks_exist():
+  assert EXPECTED <= set(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_without_outputs(name):
+  notebook = nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
+  for cell in notebook.cells:
+    if cell.cell_type == "code":
+      assert not cell.outputs and cell.execution_count is None, f"{name}: clear the outputs before committing"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_runs_top_to_bottom_in_the_tiny_setting(name, kernel_env):
+  from jupyter_client.kernelspec import KernelSpecManager  # pylint: disable=g-import-not-at-top
+  assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
+  notebook = nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
+  client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=300,
+                                   resources={"metadata": {"path": NOTEBOOK_DIR}})
+  client.execute()
+  text = "".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", []))
+  assert "TINY=True" in text
