@@ -21,7 +21,7 @@ import results_config  # pylint: disable=wrong-import-position
 
 TINY = os.environ.get("PTJ_NOTEBOOK_TINY", "1") == "1"
 SETTING_NAME = os.environ.get("PTJ_NOTEBOOK_SETTING", "cpu")
-FIGURES = os.path.join(REPO, "notebooks", "figures")
+FIGURES = os.path.join(REPO, "docs", "figures")  # shown in docs/RESULTS.md
 TINY_BERT = ("bert_config.preset.embed_dim = 32", "bert_config.preset.num_heads = 4",
              "bert_config.preset.head_dim = 8", "bert_config.preset.mlp_dim = 64", "bert_config.preset.num_layers = 2")
 
@@ -43,7 +43,7 @@ def setting(**fields) -> results_config.Setting:
 
 
 def save_figure(fig, name: str) -> None:
-  """Saves `fig` as notebooks/figures/<name>.png unless TINY (tiny figures are only shown)."""
+  """Saves `fig` as docs/figures/<name>.png unless TINY (tiny figures are only shown)."""
   if TINY:
     print(f"TINY: {name}.png not saved (set PTJ_NOTEBOOK_TINY=0 for the real figure)")
     return
