@@ -2,7 +2,8 @@
 
 A BERT prompt run also trains the classifier head, and prompts can only be stacked into one bank when everything
 else is identical (runs.evaluate checks it). So per task:
-  1. head run: prompt + head trained together (the setting's method, seed 0) -> ensembles/<task>/head;
+  1. head run: prompt + head trained together (the setting's method, seed 0): the results table's own run
+     <task>/<method>/seed_0 (reused when the table already trained it);
   2. its MiniLM + trained head (pooler, classifier; the prompt dropped) exported as a HF directory
      (checkpoints.hf_bert.export_hf_bert) -> ensembles/<task>/head_checkpoint;
   3. K prompt runs with INITIAL_CHECKPOINT_PATH = that directory and only the prompt trainable
@@ -52,7 +53,7 @@ def run_task(task: str, setting: config.Setting, out_dir: str) -> dict[str, Any]
   """Steps 1-4 of the module docstring for one task (finished steps are skipped); returns the report."""
   base = os.path.join("ensembles", task)
   run = results_runs.Run(task, setting.ensemble_method, 0)
-  head = results_runs.train(run, setting, out_dir, directory=os.path.join(base, "head"))
+  head = results_runs.train(run, setting, out_dir)
   head_checkpoint = os.path.abspath(os.path.join(out_dir, base, "head_checkpoint"))
   if not os.path.isfile(os.path.join(head_checkpoint, "config.json")):
     export_head(head, out_dir, head_checkpoint)
