@@ -4,6 +4,7 @@ A run's MODEL_DIR holds everything runs.train writes (config.gin, checkpoints/, 
 plus result.json, written last: a directory with result.json is finished and is skipped (a crashed run without it
 resumes from its checkpoint when the same command runs again).
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -98,6 +99,28 @@ def read_json(path: str) -> Any:
     return json.load(f)
 
 
+@contextlib.contextmanager
+def claimed(model_dir: str):
+  """Holds `model_dir/running.pid` while this process trains there: a second results.py (or notebook) on the
+  same run stops with an error instead of interleaving its writes; a lock left by a killed process is taken over."""
+  os.makedirs(model_dir, exist_ok=True)
+  lock = os.path.join(model_dir, "running.pid")
+  try:
+    with open(lock) as f:
+      owner = int(f.read().strip() or 0)
+    os.kill(owner, 0)  # raises if no such process: a stale lock
+    raise RuntimeError(f"{model_dir} is being trained by process {owner} (running.pid); wait for it, or remove "
+                       f"the file if that process is not this run")
+  except (FileNotFoundError, ProcessLookupError, ValueError):
+    pass
+  with open(lock, "w") as f:
+    f.write(str(os.getpid()))
+  try:
+    yield
+  finally:
+    os.remove(lock)
+
+
 def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence[str] = (), extra: Sequence[str] = (),
           initial_checkpoint: Optional[str] = None, directory: Optional[str] = None) -> dict[str, Any]:
   """Trains one run unless its result.json exists; returns the result (also written to result.json).
@@ -119,8 +142,9 @@ def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence
   start = time.perf_counter()
   files, bindings = gin_config(run, setting, model_dir, extra_files, extra, initial_checkpoint)
   report = params.parameter_report(files, bindings)
-  gin_utils.parse_gin(files, bindings)
-  gin.get_configurable(runs.train)()
+  with claimed(model_dir):
+    gin_utils.parse_gin(files, bindings)
+    gin.get_configurable(runs.train)()
   metrics = read_json(os.path.join(model_dir, "eval", "metrics.json"))
   result = {"task": run.task, "method": run.method, "seed": run.seed, "model_dir": relative,
             "train_steps": setting.steps(run.task), "batch_size": setting.batch_size,

@@ -25,6 +25,7 @@ SCRIPT = os.path.join(REPO, "scripts", "results.py")
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import results_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 import results_report  # pylint: disable=g-import-not-at-top,wrong-import-position
+import results_runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def run_script(*args: str) -> str:
@@ -110,3 +111,17 @@ def test_smoke_ensembles_share_the_head_and_match_each_prompt_run(tmp_path):
                                      head="sequence_classification")
   for name in ("kernel", "bias"):  # the prompts' frozen head is the head run's trained one
     np.testing.assert_array_equal(np.asarray(exported["classifier"][name]), head[f"classifier/{name}"])
+
+
+def test_a_run_directory_in_use_by_a_live_process_is_refused(tmp_path):
+  model_dir = str(tmp_path / "run")
+  with results_runs.claimed(model_dir):
+    with pytest.raises(RuntimeError, match=rf"being trained by process {os.getpid()}"):
+      with results_runs.claimed(model_dir):
+        pass
+  assert not os.path.exists(os.path.join(model_dir, "running.pid"))
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+  with open(os.path.join(model_dir, "running.pid"), "w") as f:  # left behind by a killed run
+    f.write(dead.stdout.strip())
+  with results_runs.claimed(model_dir):
+    assert open(os.path.join(model_dir, "running.pid")).read() == str(os.getpid())
