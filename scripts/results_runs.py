@@ -105,20 +105,34 @@ def claimed(model_dir: str):
   same run stops with an error instead of interleaving its writes; a lock left by a killed process is taken over."""
   os.makedirs(model_dir, exist_ok=True)
   lock = os.path.join(model_dir, "running.pid")
-  try:
-    with open(lock) as f:
-      owner = int(f.read().strip() or 0)
-    os.kill(owner, 0)  # raises if no such process: a stale lock
-    raise RuntimeError(f"{model_dir} is being trained by process {owner} (running.pid); wait for it, or remove "
-                       f"the file if that process is not this run")
-  except (FileNotFoundError, ProcessLookupError, ValueError):
-    pass
-  with open(lock, "w") as f:
+  while True:
+    try:
+      fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # atomic: one process wins
+      break
+    except FileExistsError:
+      if _lock_owner_alive(lock):
+        raise RuntimeError(f"{model_dir} is being trained by process {open(lock).read().strip()} (running.pid); "
+                           f"wait for it, or remove the file if that process is not this run") from None
+      os.remove(lock)  # stale: its process is gone
+  with os.fdopen(fd, "w") as f:
     f.write(str(os.getpid()))
   try:
     yield
   finally:
     os.remove(lock)
+
+
+def _lock_owner_alive(lock: str) -> bool:
+  """Whether the pid in `lock` names a live process (an empty or unreadable file counts as stale)."""
+  try:
+    with open(lock) as f:
+      owner = int(f.read().strip())
+    os.kill(owner, 0)  # signal 0: only checks that the process exists
+  except (FileNotFoundError, ValueError, ProcessLookupError):
+    return False
+  except PermissionError:
+    return True  # alive, owned by another user
+  return owner > 0
 
 
 def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence[str] = (), extra: Sequence[str] = (),

@@ -9,7 +9,8 @@ import pytest
 from prompt_tuning_jax import cli, gin_utils, runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RUN_FILES = {"finetune": runs.train, "demo": runs.train, "eval": runs.evaluate, "infer": runs.infer}
+RUN_FILES = {"finetune": [runs.train], "demo": [runs.train], "eval": [runs.evaluate],
+             "infer": [runs.infer, runs.evaluate]}  # infer passes the rest of evaluate's arguments through gin
 
 
 def required_arguments(fn) -> set[str]:
@@ -29,9 +30,11 @@ def test_no_shipped_gin_file_is_ignored_by_git():
 @pytest.mark.parametrize("name", sorted(RUN_FILES))
 def test_run_file_binds_every_required_argument(name):
   gin_utils.parse_gin(["models/minilm.gin", "methods/lora.gin", f"runs/{name}.gin"], finalize=False)
-  fn = RUN_FILES[name]
-  for argument in required_arguments(fn):
-    gin.query_parameter(f"{fn.__module__.split('.')[-1]}.{fn.__name__}.{argument}")  # raises if unbound
+  for fn in RUN_FILES[name]:
+    required = required_arguments(fn)
+    assert required, f"{fn.__name__}: no gin.REQUIRED arguments found (the signature was not read)"
+    for argument in required:
+      gin.query_parameter(f"{fn.__module__.split('.')[-1]}.{fn.__name__}.{argument}")  # raises if unbound
 
 
 def test_demo_file_is_the_documented_run():

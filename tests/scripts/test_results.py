@@ -125,3 +125,6 @@ def test_a_run_directory_in_use_by_a_live_process_is_refused(tmp_path):
     f.write(dead.stdout.strip())
   with results_runs.claimed(model_dir):
     assert open(os.path.join(model_dir, "running.pid")).read() == str(os.getpid())
+  open(os.path.join(model_dir, "running.pid"), "w").close()  # empty: killed between create and write
+  with results_runs.claimed(model_dir):
+    assert open(os.path.join(model_dir, "running.pid")).read() == str(os.getpid())
