@@ -5,10 +5,12 @@
   python scripts/results.py --setting=full --out_dir=results_full                 # the real table (accelerator)
   python scripts/results.py --setting=cpu --ensembles --out_dir=results_cpu       # 5 prompts x 2 tasks
   python scripts/results.py --setting=cpu --tasks=bert_glue_sst2 --methods=lora,bitfit --out_dir=...  # a subset
+  python scripts/results.py --setting=cpu --report_only --out_dir=results_cpu     # the table of finished runs
 
 Tasks, methods and settings: scripts/results_config.py; per-method optimizers: gin/results/<method>.gin.
 Every run's MODEL_DIR is <out_dir>/<task>/<method>/seed_<n>; a run whose result.json exists is skipped, so the
-same command resumes after an interruption (an unfinished run resumes from its checkpoint). Writes into out_dir:
+same command resumes after an interruption (an unfinished run resumes from its checkpoint); --report_only trains
+nothing and tabulates the finished runs of the plan (an unfinished one shows as a dash). Writes into out_dir:
 results.json + results.md (or ensembles.json + ensembles.md) and command.txt (every command run there).
 BoolQ trains on a fixed part of its validation file (scripts/results_tasks.py); the outputs say so.
 """
@@ -33,6 +35,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--train_steps", type=int, help="override the setting's steps")
   parser.add_argument("--ensembles", action="store_true", help="the prompt-ensemble mode (results_ensembles.py)")
   parser.add_argument("--dry_run", action="store_true", help="list the runs and exit")
+  parser.add_argument("--report_only", action="store_true",
+                      help="train nothing: write results.json/.md from the plan's finished runs")
   return parser.parse_args(argv)
 
 
@@ -83,7 +87,11 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
       print("\n".join(run.directory for run in plan))
       return 0
-    results = [results_runs.train(run, setting, args.out_dir) for run in plan]
+    if args.report_only:
+      results = [r for r in (results_runs.finished(run, args.out_dir) for run in plan) if r is not None]
+      print(f"report only: {len(results)} of {len(plan)} runs finished", flush=True)
+    else:
+      results = [results_runs.train(run, setting, args.out_dir) for run in plan]
     trainer.write_json(os.path.join(args.out_dir, "results.json"),
                        report.payload(command, args.setting, setting, results))
     text = report.markdown(command, args.setting, setting, results)

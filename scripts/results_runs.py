@@ -135,6 +135,12 @@ def _lock_owner_alive(lock: str) -> bool:
   return owner > 0
 
 
+def finished(run: Run, out_dir: str) -> Optional[dict[str, Any]]:
+  """The run's result.json under out_dir, or None when the run has not finished."""
+  path = os.path.join(out_dir, run.directory, "result.json")
+  return read_json(path) if os.path.isfile(path) else None
+
+
 def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence[str] = (), extra: Sequence[str] = (),
           initial_checkpoint: Optional[str] = None, directory: Optional[str] = None) -> dict[str, Any]:
   """Trains one run unless its result.json exists; returns the result (also written to result.json).

@@ -9,6 +9,7 @@ the prompts share is the head run's trained classifier.
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -83,6 +84,18 @@ def test_smoke_rerun_skips_every_finished_run(smoke):
   stdout = run_script("--setting=smoke", f"--out_dir={out_dir}")
   assert stdout.count("skip ") == len(before) and "run  " not in stdout
   assert read(os.path.join(out_dir, "results.json"))["runs"] == before
+
+
+def test_report_only_tabulates_finished_runs_and_trains_nothing(smoke, tmp_path):
+  out_dir = str(tmp_path / "copy")
+  shutil.copytree(smoke[0], out_dir)
+  bitfit = read(os.path.join(out_dir, "bert_super_glue_cb", "bitfit", "seed_0", "result.json"))
+  stdout = run_script("--setting=smoke", "--report_only", "--methods=bitfit,full_finetuning", f"--out_dir={out_dir}")
+  assert "report only: 1 of 2 runs finished" in stdout and "run  " not in stdout
+  assert not os.path.exists(os.path.join(out_dir, "bert_super_glue_cb", "full_finetuning"))
+  assert read(os.path.join(out_dir, "results.json"))["runs"] == [bitfit]
+  table = open(os.path.join(out_dir, "results.md")).read()
+  assert "| BitFit |" in table and "full fine-tuning" not in table
 
 
 def test_mean_std_format():
