@@ -1,0 +1,156 @@
+"""Linear probes on the frozen MiniLM-L6: how much of a task its features hold before any tuning.
+
+  python scripts/linear_probe.py --tasks=bert_glue_sst2,bert_glue_rte --train_examples=1600 --out_dir=runs/probe
+
+For each task, the frozen backbone (the same checkpoint and input length as scripts/results.py's runs) reads
+the first `--train_examples` training examples and the whole dev set, and three feature kinds are probed:
+  pooler   the pooler output tanh(W h_[CLS] + b): what BertForSequenceClassification's head reads,
+  cls      the last layer's [CLS] row,
+  mean     the last layer averaged over the non-padding rows (how sentence-transformers trained this model).
+Each probe is a softmax regression on standardised features (Adam, `--probe_steps` full-batch steps, L2
+`--l2`), fitted on the train rows only. Writes probe.json (every accuracy and the settings), probe.md and
+command.txt into --out_dir.
+
+It answers one question for docs/RESULTS.md: when a head-only or prompt method stays at the majority class,
+is that because the features the head reads do not separate the classes?
+"""
+import argparse
+import json
+import os
+import shlex
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # pylint: disable=wrong-import-position
+import jax.numpy as jnp  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+import optax  # pylint: disable=wrong-import-position
+
+FEATURES = ("pooler", "cls", "mean")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--tasks", default="bert_glue_sst2,bert_glue_rte", help="comma-separated BERT tasks")
+  parser.add_argument("--train_examples", type=int, default=1600, help="the first N training examples")
+  parser.add_argument("--eval_examples", type=int, default=None, help="the first N dev examples (default all)")
+  parser.add_argument("--length", type=int, default=64, help="input_ids length (results.py's cpu setting: 64)")
+  parser.add_argument("--probe_steps", type=int, default=500)
+  parser.add_argument("--l2", type=float, default=1e-3)
+  parser.add_argument("--out_dir", required=True)
+  return parser.parse_args(argv)
+
+
+def examples(task: str, split: str, length: int, limit: int | None) -> dict[str, np.ndarray]:
+  """The first `limit` examples of `split` in file order: input_ids, token_type_ids, attention_mask [n, length],
+  labels [n]."""
+  from tasks import registry  # pylint: disable=g-import-not-at-top  (imports tensorflow, seqio)
+  ds = registry.model_dataset(task, split, {"input_ids": length}, shuffle=False)
+  if limit is not None:
+    ds = ds.take(limit)
+  rows = list(ds.as_numpy_iterator())
+  if not rows:
+    raise ValueError(f"task {task!r} split {split!r}: no examples")
+  keys = ("input_ids", "token_type_ids", "attention_mask", "labels")
+  return {k: np.stack([r[k] for r in rows]) for k in keys}
+
+
+def features(model, params, data: dict[str, np.ndarray], batch_size: int = 64) -> dict[str, np.ndarray]:
+  """{'pooler' | 'cls' | 'mean': [n, d]} of the frozen BertModel."""
+  @jax.jit
+  def encode(ids, types, mask):
+    out = model.apply({"params": params}, ids, attention_mask=mask, token_type_ids=types)
+    hidden = out.last_hidden_state  # [b, l, d]
+    weights = mask[..., None].astype(hidden.dtype)
+    mean = (hidden * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+    return {"pooler": out.pooler_output, "cls": hidden[:, 0], "mean": mean}
+  n = len(data["labels"])
+  parts = []
+  for start in range(0, n, batch_size):
+    chunk = {k: v[start:start + batch_size] for k, v in data.items()}
+    pad = batch_size - len(chunk["labels"])  # one compiled shape: pad the last chunk, drop the pad rows
+    args = [np.pad(chunk[k], ((0, pad), (0, 0))) for k in ("input_ids", "token_type_ids", "attention_mask")]
+    parts.append({k: np.asarray(v)[:batch_size - pad] for k, v in encode(*args).items()})
+  return {k: np.concatenate([p[k] for p in parts]) for k in FEATURES}
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, num_labels: int, steps: int, l2: float
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Softmax regression on standardised x [n, d] -> (weights [d, c], bias [c], feature mean [d], std [d])."""
+  mean, std = x.mean(0), x.std(0) + 1e-6
+  z = jnp.asarray((x - mean) / std)
+  labels = jnp.asarray(y)
+  theta = {"w": jnp.zeros((x.shape[1], num_labels)), "b": jnp.zeros((num_labels,))}
+  optimizer = optax.adam(1e-2)
+
+  def loss(theta):
+    logits = z @ theta["w"] + theta["b"]
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return nll + l2 * jnp.sum(theta["w"] ** 2)
+
+  @jax.jit
+  def step(theta, state):
+    grads = jax.grad(loss)(theta)
+    updates, state = optimizer.update(grads, state)
+    return optax.apply_updates(theta, updates), state
+
+  state = optimizer.init(theta)
+  for _ in range(steps):
+    theta, state = step(theta, state)
+  return np.asarray(theta["w"]), np.asarray(theta["b"]), mean, std
+
+
+def accuracy(probe, x: np.ndarray, y: np.ndarray) -> float:
+  w, b, mean, std = probe
+  return float(100.0 * np.mean(np.argmax(((x - mean) / std) @ w + b, axis=-1) == y))
+
+
+def probe_task(task: str, args: argparse.Namespace, model, params) -> dict:
+  """Train/dev accuracy of each feature kind's probe, and the dev majority-class accuracy."""
+  from tasks import registry  # pylint: disable=g-import-not-at-top
+  num_labels = len(registry.label_strings(task))
+  train = examples(task, "train", args.length, args.train_examples)
+  dev = examples(task, "validation", args.length, args.eval_examples)
+  train_x, dev_x = features(model, params, train), features(model, params, dev)
+  result = {"task": task, "train_examples": len(train["labels"]), "eval_examples": len(dev["labels"]),
+            "majority": float(100.0 * np.bincount(dev["labels"], minlength=num_labels).max() / len(dev["labels"])),
+            "train_accuracy": {}, "eval_accuracy": {}}
+  for kind in FEATURES:
+    probe = fit_probe(train_x[kind], train["labels"], num_labels, args.probe_steps, args.l2)
+    result["train_accuracy"][kind] = accuracy(probe, train_x[kind], train["labels"])
+    result["eval_accuracy"][kind] = accuracy(probe, dev_x[kind], dev["labels"])
+  return result
+
+
+def markdown(command: str, results: list[dict]) -> str:
+  lines = [f"Command: `{command}`", "", "| task | train examples | dev majority | " + " | ".join(
+      f"{k} probe: dev (train)" for k in FEATURES) + " |", "|" + "---|" * (3 + len(FEATURES))]
+  for r in results:
+    cells = [f"{r['eval_accuracy'][k]:.2f} ({r['train_accuracy'][k]:.2f})" for k in FEATURES]
+    lines.append(f"| {r['task']} | {r['train_examples']} | {r['majority']:.2f} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+  args = parse_args(argv)
+  command = shlex.join(["python", "scripts/linear_probe.py", *argv])
+  import tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers every task)
+  from prompt_tuning_jax import demo  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.checkpoints import hf_bert  # pylint: disable=g-import-not-at-top
+  model, params = hf_bert.load_hf_bert(demo.minilm_dir())
+  results = [probe_task(task, args, model, params) for task in args.tasks.split(",")]
+  os.makedirs(args.out_dir, exist_ok=True)
+  with open(os.path.join(args.out_dir, "command.txt"), "a") as f:
+    f.write(command + "\n")
+  with open(os.path.join(args.out_dir, "probe.json"), "w") as f:
+    json.dump({"command": command, "settings": vars(args), "results": results}, f, indent=2)
+  text = markdown(command, results)
+  with open(os.path.join(args.out_dir, "probe.md"), "w") as f:
+    f.write(text)
+  print(text)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

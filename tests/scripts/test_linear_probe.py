@@ -1,0 +1,38 @@
+"""scripts/linear_probe.py on the real MiniLM and CB from the data dir, a few examples."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import linear_probe  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def test_probe_outputs_and_fit(tmp_path):
+  out_dir = str(tmp_path)
+  process = subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "linear_probe.py"), "--tasks=bert_super_glue_cb",
+       "--train_examples=32", "--eval_examples=24", "--probe_steps=300", f"--out_dir={out_dir}"],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert process.returncode == 0, process.stderr[-3000:]
+  payload = json.load(open(os.path.join(out_dir, "probe.json")))
+  (result,) = payload["results"]
+  assert (result["task"], result["train_examples"], result["eval_examples"]) == ("bert_super_glue_cb", 32, 24)
+  dev_labels = linear_probe.examples("bert_super_glue_cb", "validation", 64, 24)["labels"]
+  assert result["majority"] == 100.0 * np.bincount(dev_labels).max() / 24
+  # 32 examples in 384 dimensions are linearly separable: every probe fits its train rows.
+  assert result["train_accuracy"] == {k: 100.0 for k in linear_probe.FEATURES}
+  assert set(result["eval_accuracy"]) == set(linear_probe.FEATURES)
+  assert all(0.0 <= v <= 100.0 for v in result["eval_accuracy"].values())
+  assert "| bert_super_glue_cb | 32 |" in open(os.path.join(out_dir, "probe.md")).read()
+
+
+def test_fit_probe_separates_a_linear_rule():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(200, 5)).astype(np.float32) * [1.0, 10.0, 0.1, 1.0, 1.0] + 3.0
+  y = (x[:, 2] > 3.0).astype(np.int32)  # a small-scale, offset feature decides: standardising matters
+  probe = linear_probe.fit_probe(x, y, 2, steps=300, l2=1e-4)
+  assert linear_probe.accuracy(probe, x, y) >= 97.0
