@@ -8,8 +8,11 @@ the first `--train_examples` training examples and the whole dev set, and three 
   cls      the last layer's [CLS] row,
   mean     the last layer averaged over the non-padding rows (how sentence-transformers trained this model).
 Each probe is a softmax regression on standardised features (Adam, `--probe_steps` full-batch steps, L2
-`--l2`), fitted on the train rows only. Writes probe.json (every accuracy and the settings), probe.md and
-command.txt into --out_dir.
+`--l2`), fitted on the train rows only. Then the *budget head*: the classifier of the results table's runs
+(raw pooler features, N(0, 0.02) init, AdamW with linear decay to 0, `--head_steps` steps of `--head_batch`
+shuffled train rows) at each of `--head_lrs`: what a head-only method can reach with the table's budget when the
+backbone does not move. Writes probe.json (every accuracy and the settings), probe.md and command.txt into
+--out_dir.
 
 It answers one question for docs/RESULTS.md: when a head-only or prompt method stays at the majority class,
 is that because the features the head reads do not separate the classes?
@@ -38,6 +41,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--length", type=int, default=64, help="input_ids length (results.py's cpu setting: 64)")
   parser.add_argument("--probe_steps", type=int, default=500)
   parser.add_argument("--l2", type=float, default=1e-3)
+  parser.add_argument("--head_steps", type=int, default=100, help="budget head: steps (cpu setting: 100)")
+  parser.add_argument("--head_batch", type=int, default=16, help="budget head: batch (cpu setting: 16)")
+  parser.add_argument("--head_lrs", default="1e-3,1e-2,1e-1", help="budget head: peak learning rates")
   parser.add_argument("--out_dir", required=True)
   return parser.parse_args(argv)
 
@@ -101,6 +107,31 @@ def fit_probe(x: np.ndarray, y: np.ndarray, num_labels: int, steps: int, l2: flo
   return np.asarray(theta["w"]), np.asarray(theta["b"]), mean, std
 
 
+def budget_head(x: np.ndarray, y: np.ndarray, num_labels: int, steps: int, batch: int, learning_rate: float,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """The table runs' classifier on raw features x [n, d]: N(0, 0.02) weights, zero bias, AdamW (wd 0) with a
+  linear decay from `learning_rate` to 0, `steps` minibatches of `batch` rows (reshuffled every epoch).
+  Returns the probe tuple of `fit_probe` (mean 0, std 1: no standardising)."""
+  rng = np.random.default_rng(seed)
+  theta = {"w": jnp.asarray(rng.normal(0.0, 0.02, (x.shape[1], num_labels)), jnp.float32),
+           "b": jnp.zeros((num_labels,))}
+  optimizer = optax.adamw(optax.linear_schedule(learning_rate, 0.0, steps), weight_decay=0.0)
+
+  @jax.jit
+  def step(theta, state, xb, yb):
+    loss = lambda t: optax.softmax_cross_entropy_with_integer_labels(xb @ t["w"] + t["b"], yb).mean()
+    updates, state = optimizer.update(jax.grad(loss)(theta), state, theta)
+    return optax.apply_updates(theta, updates), state
+
+  state = optimizer.init(theta)
+  order = np.concatenate([rng.permutation(len(y)) for _ in range(steps * batch // len(y) + 1)])
+  for i in range(steps):
+    rows = order[i * batch:(i + 1) * batch]
+    theta, state = step(theta, state, jnp.asarray(x[rows]), jnp.asarray(y[rows]))
+  zeros = np.zeros(x.shape[1], x.dtype)
+  return np.asarray(theta["w"]), np.asarray(theta["b"]), zeros, zeros + 1.0
+
+
 def accuracy(probe, x: np.ndarray, y: np.ndarray) -> float:
   w, b, mean, std = probe
   return float(100.0 * np.mean(np.argmax(((x - mean) / std) @ w + b, axis=-1) == y))
@@ -120,6 +151,11 @@ def probe_task(task: str, args: argparse.Namespace, model, params) -> dict:
     probe = fit_probe(train_x[kind], train["labels"], num_labels, args.probe_steps, args.l2)
     result["train_accuracy"][kind] = accuracy(probe, train_x[kind], train["labels"])
     result["eval_accuracy"][kind] = accuracy(probe, dev_x[kind], dev["labels"])
+  result["budget_head"] = {}
+  for lr in args.head_lrs.split(","):
+    head = budget_head(train_x["pooler"], train["labels"], num_labels, args.head_steps, args.head_batch, float(lr))
+    result["budget_head"][lr] = {"train_accuracy": accuracy(head, train_x["pooler"], train["labels"]),
+                                 "eval_accuracy": accuracy(head, dev_x["pooler"], dev["labels"])}
   return result
 
 
@@ -129,6 +165,13 @@ def markdown(command: str, results: list[dict]) -> str:
   for r in results:
     cells = [f"{r['eval_accuracy'][k]:.2f} ({r['train_accuracy'][k]:.2f})" for k in FEATURES]
     lines.append(f"| {r['task']} | {r['train_examples']} | {r['majority']:.2f} | " + " | ".join(cells) + " |")
+  lrs = list(results[0]["budget_head"])
+  lines += ["", "Budget head (pooler features as the runs' classifier sees them): dev (train) accuracy per peak "
+            "learning rate", "", "| task | " + " | ".join(f"lr {lr}" for lr in lrs) + " |", "|" + "---|" * (1 + len(lrs))]
+  for r in results:
+    cells = [f"{r['budget_head'][lr]['eval_accuracy']:.2f} ({r['budget_head'][lr]['train_accuracy']:.2f})"
+             for lr in lrs]
+    lines.append(f"| {r['task']} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 

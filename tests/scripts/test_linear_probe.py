@@ -27,7 +27,19 @@ def test_probe_outputs_and_fit(tmp_path):
   assert result["train_accuracy"] == {k: 100.0 for k in linear_probe.FEATURES}
   assert set(result["eval_accuracy"]) == set(linear_probe.FEATURES)
   assert all(0.0 <= v <= 100.0 for v in result["eval_accuracy"].values())
+  assert set(result["budget_head"]) == {"1e-3", "1e-2", "1e-1"}
+  assert all(0.0 <= v <= 100.0 for head in result["budget_head"].values() for v in head.values())
   assert "| bert_super_glue_cb | 32 |" in open(os.path.join(out_dir, "probe.md")).read()
+
+
+def test_budget_head_takes_the_steps_it_is_given():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(64, 4)).astype(np.float32)
+  y = (x[:, 0] > 0).astype(np.int32)
+  untrained = linear_probe.budget_head(x, y, 2, steps=0, batch=16, learning_rate=1e-1)
+  trained = linear_probe.budget_head(x, y, 2, steps=200, batch=16, learning_rate=1e-1)
+  assert np.all(untrained[1] == 0.0) and np.abs(untrained[0]).max() < 0.1  # the N(0, 0.02) init, unmoved
+  assert linear_probe.accuracy(trained, x, y) >= 95.0
 
 
 def test_fit_probe_separates_a_linear_rule():
