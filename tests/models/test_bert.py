@@ -117,40 +117,12 @@ def test_dropout_path():
   np.testing.assert_array_equal(run(1), run(1))
 
 
-class _Identity(nn.Module):
-  """Stands in for every slot module and changes nothing (additive slots return exact zeros)."""
-  kind: str
-  features: int = 0
-
-  def __call__(self, *args, **kwargs):
-    if self.kind == "input_transform":
-      return args[0], args[1]
-    if self.kind == "layer_input_hook":
-      return args[0], kwargs["state"]
-    if self.kind.startswith("post_"):
-      return args[1]  # (sublayer_input, sublayer_output) -> output
-    return jnp.zeros(args[0].shape[:-1] + (self.features,), args[0].dtype)
-
-
-def test_slots_are_called_where_expected_and_identity_is_exact():
-  calls = []
-
-  def factory(kind):
-    def make(*, where, backbone, **dims):
-      calls.append((kind, where, backbone, dims.get("target")))
-      if kind == "projection_delta":
-        return _Identity(kind, dims["out_features"])
-      if kind == "attention_head_adapter":
-        return _Identity(kind, dims["num_heads"] * dims["head_dim"])
-      return _Identity(kind, dims.get("embed_dim", 0))
-    return make
-
-  kinds = ("input_transform", "layer_input_hook", "projection_delta", "attention_head_adapter", "mlp_extra",
-           "post_attention_adapter", "post_mlp_adapter")
+def test_slots_are_called_where_expected_and_identity_is_exact(identity_slots):
+  slots, calls = identity_slots
   batch = tiny_batch()
   base = bert.BertModel(TINY)
   params = base.init(jax.random.key(0), *batch)["params"]
-  hooked = bert.BertModel(TINY, Slots(**{k: factory(k) for k in kinds}))
+  hooked = bert.BertModel(TINY, slots)
   out_base = base.apply({"params": params}, *batch)
   calls.clear()
   out_hooked = hooked.apply({"params": params}, *batch)

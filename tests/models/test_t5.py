@@ -144,3 +144,24 @@ def test_shapes_and_axes_golden():
           jax.tree_util.tree_flatten_with_path(abstract, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]}
   got = {k: (v.value.shape, tuple(v.names)) for k, v in flat.items()}
   assert got == GOLDEN
+
+
+@pytest.mark.parametrize("variant", ["t5_1_0", "t5_1_1"])
+def test_identity_modules_in_every_slot_are_the_base_model_exactly(variant, identity_slots):
+  slots, calls = identity_slots
+  config = tiny_config(variant)
+  enc, dec = batch(np.random.default_rng(3), config.vocab_size)
+  params = init_params(config, enc, dec)
+  out_base = T5(config).apply({"params": params}, enc, dec)
+  out_hooked = T5(config, slots).apply({"params": params}, enc, dec)
+  np.testing.assert_array_equal(out_hooked, out_base)
+  wi = ("wi_0", "wi_1") if variant == "t5_1_1" else ("wi",)
+  attention = ("encoder/attention", "decoder/self_attention", "decoder/encoder_decoder_attention")
+  assert sorted(set(calls), key=str) == sorted([
+      ("input_transform", "encoder", "t5", None), ("layer_input_hook", "encoder", "t5", None),
+      *[("projection_delta", w, "t5", t) for w in attention for t in ("query", "key", "value", "out")],
+      *[("projection_delta", f"{s}/mlp", "t5", t) for s in ("encoder", "decoder") for t in (*wi, "wo")],
+      *[("attention_head_adapter", w, "t5", None) for w in attention],
+      *[("mlp_extra", f"{s}/mlp", "t5", None) for s in ("encoder", "decoder")],
+      *[("post_attention_adapter", w, "t5", None) for w in attention],
+      *[("post_mlp_adapter", f"{s}/mlp", "t5", None) for s in ("encoder", "decoder")]], key=str)
