@@ -59,11 +59,13 @@ def vocabulary_metadata(task_name: str) -> dict[str, Any]:
   return {"class": type(vocabulary).__name__, "path": path, "vocab_size": vocabulary.vocab_size}
 
 
-def _gin_optimizer():
+def gin_optimizer():
+  """The run's optimizer: the gin `OPTIMIZER` macro (a method or run file's), else the trainer's default,
+  prompt tuning's Adafactor (train/optimizers.py lists each method's)."""
   try:
     reference = gin.query_parameter("%OPTIMIZER")
   except ValueError:
-    return None  # trainer's default: prompt tuning's Adafactor
+    return trainer.default_optimizer()
   from prompt_tuning_jax.train import optimizers  # pylint: disable=g-import-not-at-top
   return optimizers.build_optimizer(reference.scoped_configurable_fn())
 
@@ -117,7 +119,7 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
                                     data_dir=data_dir, skip_malformed=skip_malformed)
   return trainer.train(
       model=model, model_dir=model_dir, train_steps=train_steps, batch_size=batch_size, train_data=data,
-      evaluate=evaluate, initial_checkpoint_path=initial_checkpoint_path, optimizer=_gin_optimizer(),
+      evaluate=evaluate, initial_checkpoint_path=initial_checkpoint_path, optimizer=gin_optimizer(),
       mask_fn=configured(trainable.trainable_mask), eval_period=eval_period, checkpoint_period=checkpoint_period,
       keep_last=keep_last, keep_best=keep_best, best_metric=best_metric, seed=seed,
       num_partitions=num_partitions, metadata=metadata, show_progress=show_progress,

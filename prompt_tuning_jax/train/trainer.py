@@ -82,7 +82,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
       e.g. drawing table-based prompt inits (peft/prompts.py `initialize_prompt`).
   """
   os.makedirs(model_dir, exist_ok=True)
-  optimizer = optimizer or _default_optimizer()
+  optimizer = optimizer or default_optimizer()
   mesh = partitioning.create_mesh(num_partitions)
   params = initial_params(model, seed, initial_checkpoint_path)
   if prepare_params is not None:
@@ -147,7 +147,8 @@ def _numbers(metrics: dict) -> dict[str, float]:
           if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
 
 
-def _default_optimizer() -> optax.GradientTransformation:
+def default_optimizer() -> optax.GradientTransformation:
+  """Prompt tuning's Adafactor (lr 0.3, decay 0.8, no parameter scaling), for a run that binds no optimizer."""
   from prompt_tuning_jax.train import optimizers  # pylint: disable=g-import-not-at-top
   return optimizers.build_optimizer(optimizers.prompt_tuning_optimizer())
 

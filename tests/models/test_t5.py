@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from prompt_tuning_jax import checkpoints
 from prompt_tuning_jax.checkpoints import hf_t5
 from prompt_tuning_jax.models import t5_config
 from prompt_tuning_jax.models.t5 import T5, scan_params, shift_right, unscan_params
@@ -79,6 +80,48 @@ def test_hf_export_round_trip(tmp_path, variant):
   model, loaded = hf_t5.load_hf_t5(str(tmp_path))
   assert model.config == config
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, loaded)
+
+
+@pytest.mark.parametrize("variant", ["t5_1_0", "t5_1_1"])
+def test_loads_a_directory_that_transformers_wrote(tmp_path, variant):
+  config = tiny_config(variant)
+  enc, dec = batch(np.random.default_rng(4), config.vocab_size)
+  params = init_params(config, enc, dec)
+  hf_t5.to_transformers(params, config).save_pretrained(str(tmp_path))  # T5ForConditionalGeneration's own names
+  model, loaded = checkpoints.load_hf_t5(str(tmp_path))  # the package-level loader
+  assert model.config == config
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, loaded)
+
+
+def test_bad_hf_tensors_give_one_line_errors_naming_the_parameter():
+  config = tiny_config("t5_1_1")
+  enc, dec = batch(np.random.default_rng(6), config.vocab_size)
+  tensors = hf_t5.hf_tensors(init_params(config, enc, dec), config)
+  name = "encoder.block.1.layer.1.DenseReluDense.wo.weight"
+  missing = {k: v for k, v in tensors.items() if k != name}
+  unexpected = {**tensors, "encoder.block.9.layer.0.SelfAttention.q.weight": np.zeros((4, 4), np.float32)}
+  wrong = {**tensors, name: np.zeros((5, 7), np.float32)}
+  for bad, expected in ((missing, (name, "encoder/layers_1/mlp/wo/kernel")),
+                        (unexpected, ("encoder.block.9.layer.0.SelfAttention.q.weight",)),
+                        (wrong, (name, "(5, 7)", str(tensors[name].shape)))):
+    with pytest.raises(ValueError) as error:
+      hf_t5.params_from_hf(config, bad, source="ckpt_dir")
+    message = str(error.value)
+    assert "\n" not in message and "ckpt_dir" in message
+    assert all(part in message for part in expected), message
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_bfloat16_activations_stay_close_to_float32(scan_layers):
+  config = tiny_config("t5_1_1")
+  enc, dec = batch(np.random.default_rng(5), config.vocab_size)
+  params = init_params(config, enc, dec)
+  expected = T5(config).apply({"params": params}, enc, dec)
+  low = config.replace(dtype="bfloat16", scan_layers=scan_layers)
+  got = T5(low).apply({"params": scan_params(params) if scan_layers else params}, enc, dec)
+  assert got.dtype == jnp.float32 and bool(jnp.isfinite(got).all())  # logits come back in float32
+  error = np.abs(np.asarray(got) - np.asarray(expected)).max()
+  assert 0.0 < error < 0.1 * np.abs(np.asarray(expected)).max()  # bf16 really ran, and stays close
 
 
 def test_scanned_model_matches_unscanned():

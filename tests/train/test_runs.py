@@ -4,6 +4,7 @@ Reliability: SIGKILL mid-run + the same command again gives bit-identical traina
 latest checkpoint is skipped with a warning; a NaN loss stops with the step named and the last good checkpoint
 kept; wrong gin bindings / task names fail in one line with close matches.
 """
+import glob
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from prompt_tuning_jax import cli, gin_utils, runs
 from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
@@ -178,3 +180,34 @@ def test_eval_infer_and_a_two_prompt_ensemble(tmp_path):
   with_head = str(tmp_path / "with_head")
   run_in_process(argv(with_head, 5))
   assert cli.main(eval_argv("eval", [uninterrupted, with_head], str(tmp_path / "x")), runs.evaluate, "t") == 1
+
+
+def event_scalars(directory, tag):
+  """{step: value} of one scalar tag in the TensorBoard event files under `directory`."""
+  values = {}
+  for path in glob.glob(os.path.join(directory, "events.out.tfevents*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      values.update({event.step: value.simple_value for value in event.summary.value if value.tag == tag})
+  return values
+
+
+def test_periodic_eval_writes_scalars_and_keeps_the_best_and_the_last_checkpoint(tmp_path):
+  model_dir = str(tmp_path / "evaluated")
+  run_in_process(argv(model_dir, 10, "EVAL_PERIOD = 2", "runs.train.eval_split = 'validation'",
+                      "runs.train.eval_max_examples = 4", "runs.train.checkpoint_period = 2",
+                      "runs.train.keep_last = 1", "runs.train.keep_best = 1", "runs.train.best_metric = 'accuracy'"))
+  rows = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
+  assert [row["step"] for row in rows if row["split"] == "train"] == list(range(1, 11))
+  accuracy = {row["step"]: row["accuracy"] for row in rows if row["split"] == "eval"}
+  assert sorted(accuracy) == [2, 4, 6, 8, 10]
+  assert event_scalars(os.path.join(model_dir, "eval"), "accuracy") == pytest.approx(accuracy)
+  eval_report = json.load(open(os.path.join(model_dir, "eval", "metrics.json")))
+  assert eval_report["num_examples"] == 4 and eval_report["accuracy"] == pytest.approx(accuracy[10])
+  # Best by accuracy, ties to the later step (peft_io's ranking), plus the newest: every other step is deleted.
+  best, last = max((value, step) for step, value in accuracy.items())[1], 10
+  manager = PeftCheckpointManager(os.path.join(model_dir, "checkpoints"), best_metric="accuracy")
+  assert manager.steps() == sorted({best, last}) and manager.best_step() == best
+  assert manager.read_metadata(best)["metrics"]["accuracy"] == pytest.approx(accuracy[best])
+  # NOTE: a property of this seeded run, not of the code: the tiny head flips its (constant) prediction after
+  # step 6, and 3 of the first 4 RTE dev labels favour the earlier one. Without it the check above is weaker.
+  assert best < last, f"eval accuracies {accuracy}: pick eval_max_examples so that an earlier step is best"

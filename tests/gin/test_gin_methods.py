@@ -1,0 +1,95 @@
+"""Every shipped method gin file trains with the optimizer its METHODS.md section documents (optimizers.py).
+
+The optimizer is resolved as a run resolves it (`runs.gin_optimizer` after `gin_utils.parse_gin`) and compared
+by behaviour: three updates on the same parameters and gradients must equal the documented optimizer's.
+"""
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from prompt_tuning_jax import gin_utils, runs
+from prompt_tuning_jax.train import optimizers
+
+METHODS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "gin", "methods")
+# Lester et al. (METHODS §A(5)), written out in optax rather than through optimizers.py.
+PROMPT_TUNING = lambda: optax.adafactor(learning_rate=0.3, decay_rate=0.8, multiply_by_parameter_scale=False,
+                                        clipping_threshold=1.0, weight_decay_rate=1e-5)
+UNIFIED = optimizers.unified_optimizer  # §D(5): adapters, LoRA, prefix tuning, MAM
+DOCUMENTED = {
+    "prompt_tuning": PROMPT_TUNING, "prompt_tuning_random": PROMPT_TUNING, "prompt_tuning_vocab": PROMPT_TUNING,
+    "gpc": optimizers.gpc_optimizer,  # §C(5)
+    "full_finetuning": optimizers.t5_finetune_optimizer, "bitfit": optimizers.bitfit_optimizer,
+    "fl_tuning": optimizers.fl_tuning_optimizer,  # §B(5)
+    "pasta": optimizers.pasta_optimizer,  # §E(5)
+    "lora": UNIFIED, "lora_ffn": UNIFIED, "prefix_tuning": UNIFIED, "mam": UNIFIED, "parallel_adapter": UNIFIED,
+    "parallel_adapter_attention": UNIFIED, "multihead_parallel_adapter": UNIFIED,
+    "scaled_parallel_adapter": UNIFIED, "sequential_adapter": UNIFIED, "sequential_adapter_pfeiffer": UNIFIED,
+}
+
+
+def params_and_grads(steps=3):
+  """A trainable partition with a prompt, a GPC cell, a norm, a bias and a head ([4, 3] / [3]), and `steps`
+  gradients; parameters far from RMS 1 so that Adafactor's parameter scaling shows."""
+  rng = np.random.default_rng(0)
+  shapes = {"bert": {"prompt": {"prompt": (4, 3)}, "gpc": {"cell": {"forget_kernel": (3, 3)}},
+                     "layer_norm": {"scale": (3,)}},
+            "classifier": {"kernel": (3, 2), "bias": (2,)}}
+  draw = lambda scale: jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(0, scale, s), jnp.float32), shapes,
+                                              is_leaf=lambda s: isinstance(s, tuple))
+  return draw(3.0), [draw(1.0) for _ in range(steps)]
+
+
+def trajectory(optimizer):
+  """How far each parameter has moved after each of three updates, flattened: [steps, n]."""
+  params, grads = params_and_grads()
+  flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+  start, state, path = flat(params), optimizer.init(params), []
+  for grad in grads:
+    updates, state = optimizer.update(grad, state, params)
+    params = optax.apply_updates(params, updates)
+    path.append(flat(params) - start)
+  return np.stack(path)
+
+
+def resolved(gin_files, bindings=()):
+  gin_utils.parse_gin(gin_files, bindings)
+  return trajectory(runs.gin_optimizer())
+
+
+def test_every_method_file_is_covered_and_the_comparison_tells_the_optimizers_apart():
+  shipped = {os.path.basename(p)[:-len(".gin")] for p in glob.glob(os.path.join(METHODS_DIR, "*.gin"))}
+  assert shipped == set(DOCUMENTED)
+  # NOTE: BitFit's AdamW and FL-tuning's bert4keras Adam + decoupled decay are the same optimizer (lr 1e-4,
+  # eps 1e-6, wd 0.01 off norms and biases), so only one of them is compared with the rest.
+  distinct = list({id(make): make for name, make in DOCUMENTED.items() if name != "fl_tuning"}.values())
+  np.testing.assert_array_equal(trajectory(optimizers.fl_tuning_optimizer()),
+                                trajectory(optimizers.bitfit_optimizer()))
+  paths = [trajectory(make()) for make in distinct]
+  for i in range(len(paths)):
+    for j in range(i):
+      assert not np.allclose(paths[i], paths[j], rtol=1e-3, atol=1e-9), (distinct[i], distinct[j])
+  # The prompt-tuning reference pins each of its hyperparameters.
+  for changed in (dict(learning_rate=0.1), dict(decay_rate=0.5), dict(multiply_by_parameter_scale=True)):
+    other = optax.adafactor(**{**dict(learning_rate=0.3, decay_rate=0.8, multiply_by_parameter_scale=False,
+                                      clipping_threshold=1.0, weight_decay_rate=1e-5), **changed})
+    assert not np.allclose(trajectory(other), paths[0], rtol=1e-3, atol=1e-9), changed
+
+
+@pytest.mark.parametrize("method", sorted(DOCUMENTED))
+def test_method_file_resolves_its_documented_optimizer(method):
+  got = resolved(["models/minilm.gin", f"methods/{method}.gin"])
+  np.testing.assert_allclose(got, trajectory(DOCUMENTED[method]()), rtol=1e-5, atol=1e-9, err_msg=method)
+
+
+def test_results_gpc_keeps_the_shared_prompt_optimizer():
+  # results/gpc.gin includes methods/gpc.gin, then results/prompt_optimizer.gin's linear decays win.
+  got = resolved(["models/minilm.gin", "results/gpc.gin"], ["TRAIN_STEPS = 10"])
+  expected = optimizers.gpc_optimizer(prompt_learning_rate=optimizers.linear_decay(1e-2, total_steps=10),
+                                      cell_learning_rate=optimizers.linear_decay(1e-3, total_steps=10))
+  np.testing.assert_allclose(got, trajectory(expected), rtol=1e-5, atol=1e-9)
+  assert not np.allclose(got, trajectory(optimizers.gpc_optimizer()), rtol=1e-3, atol=1e-9)
