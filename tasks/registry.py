@@ -107,7 +107,7 @@ def register_task(dataset: str, family: str, name: str | None = None, vocabulary
     label_strings = ner.TAGS[dataset]
     preprocessors = [ner.token_classification_preprocessor(vocabulary)]
     output_features = _bert_features(vocabulary, len(label_strings), labels_rank=1)
-    postprocess_fn = None  # predictions are tag ids per token: postprocessors.word_tags
+    postprocess_fn = postprocessors.bert_word_tags(label_strings)  # tag ids per token -> word tags
   elif family == BERT:
     text_format = formats.FORMATS[dataset]
     vocabulary = vocabulary or vocabularies.bert_vocabulary()

@@ -5,8 +5,11 @@
   train(..., evaluate=make_evaluate_fn(task_name=..., split='validation', ...))   # data read once, cached
 
 Scoring: 'rank' (T5: score every label string, rank_classification.py), 'generate' (T5: greedy, or beam search
-when num_beams > 1; the text goes through the task's postprocess_fn), 'classifier' (BERT sequence heads). 'auto':
-rank for T5 classification tasks, generate for generative ones (ReCoRD, STS-B), classifier for BERT. The last
+when num_beams > 1; the text goes through the task's postprocess_fn), 'classifier' (BERT sequence heads),
+'token_classifier' (BERT token heads, NER: the argmax tag of every token; the task's postprocess_fn keeps the
+first WordPiece of each word, i.e. the positions labelled in the data, and span_f1 scores the word tags). 'auto':
+rank for T5 classification tasks, generate for generative ones (ReCoRD, STS-B), classifier / token_classifier for
+BERT. The last
 partial batch is padded with copies of its last row (dropped again), so nothing recompiles. `output_dir` receives
 predictions.jsonl (one line per example) and metrics.json, each written atomically (tmp file + os.replace).
 """
@@ -27,6 +30,8 @@ from tasks import formats, registry
 
 GENERATIVE_KINDS = ("stsb", "record")  # T5 tasks decoded as text even when they have label strings
 INPUT_KEYS = ("encoder_input_tokens", "input_ids", "attention_mask", "token_type_ids")
+FAMILY_MODELS = {registry.T5: t5.T5, registry.T5_TASKLESS: t5.T5, registry.BERT: bert.BertForSequenceClassification,
+                 registry.BERT_TOKENS: bert.BertForTokenClassification}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +61,6 @@ def load_eval_data(task_name: str, split: str, feature_lengths: dict[str, int], 
                    data_dir: Optional[str] = None, max_examples: Optional[int] = None) -> EvalData:
   """Reads (the first `max_examples` of) a split into fixed-shape numpy batches; the last one is padded."""
   info, task = registry.task_info(task_name), seqio.get_mixture_or_task(task_name)
-  if info.family == registry.BERT_TOKENS:
-    raise ValueError(f"{task_name} is a {info.family} (token classification) task; evaluation covers sequence "
-                     "classification and generation tasks (NER: postprocessors.word_tags + metrics.span_f1)")
   model_ds = registry.model_dataset(task_name, split, feature_lengths, data_dir=data_dir)
   is_t5 = info.family in (registry.T5, registry.T5_TASKLESS)
   ds = tf.data.Dataset.zip((model_ds, registry.task_dataset(task_name, split, feature_lengths, data_dir=data_dir))
@@ -82,16 +84,19 @@ def load_eval_data(task_name: str, split: str, feature_lengths: dict[str, int], 
 
 
 def resolve_scoring(model: nn.Module, task_name: str, scoring: str) -> str:
-  """'auto' -> 'rank' / 'generate' / 'classifier' (module docstring); checks the model fits the task."""
+  """'auto' -> 'rank' / 'generate' / 'classifier' / 'token_classifier' (module docstring); checks the model fits
+  the task."""
   info = registry.task_info(task_name)
-  is_t5, t5_task = isinstance(model, t5.T5), info.family in (registry.T5, registry.T5_TASKLESS)
-  if (not is_t5 and not isinstance(model, bert.BertForSequenceClassification)) or is_t5 != t5_task:
+  is_t5 = isinstance(model, t5.T5)
+  if not isinstance(model, FAMILY_MODELS[info.family]):
     raise ValueError(f"{task_name} is a {info.family} task, but the model is a {type(model).__name__}; evaluation "
-                     "takes T5 with T5 tasks, BertForSequenceClassification with bert_ tasks")
-  allowed = ("rank", "generate") if is_t5 else ("classifier",)
+                     "takes T5 with T5 tasks, BertForSequenceClassification with bert_ tasks, "
+                     "BertForTokenClassification with NER (bert_tokens) tasks")
+  allowed = ("rank", "generate") if is_t5 else ("token_classifier",) if info.family == registry.BERT_TOKENS else (
+      "classifier",)
   if scoring == "auto":
-    generative = info.label_strings is None or formats.FORMATS[info.dataset].kind in GENERATIVE_KINDS
-    return "classifier" if not is_t5 else "generate" if generative else "rank"
+    generative = is_t5 and (info.label_strings is None or formats.FORMATS[info.dataset].kind in GENERATIVE_KINDS)
+    return allowed[0] if not is_t5 else "generate" if generative else "rank"
   if scoring not in allowed or (scoring == "rank" and info.label_strings is None):
     raise ValueError(f"scoring={scoring!r} does not apply to {task_name} (label strings: {info.label_strings}) "
                      f"with a {type(model).__name__}; choose from {('auto',) + allowed}")
@@ -112,7 +117,10 @@ def write_results(output_dir: str, records: list[dict[str, Any]], metrics: dict[
 
 
 def _class_outputs(how: str, labels: Optional[list[str]], ids: np.ndarray) -> list[Any]:
-  return [labels[i] for i in ids] if how == "rank" else [int(i) for i in ids]  # what postprocess_fn reads
+  """What postprocess_fn reads: label strings (rank), class ids [n] (classifier) or tag ids [n, l] per token."""
+  if how == "token_classifier":
+    return list(ids)
+  return [labels[i] for i in ids] if how == "rank" else [int(i) for i in ids]
 
 
 def make_evaluate_fn(*, task_name: str, split: str, feature_lengths: dict[str, int], batch_size: int,
@@ -129,7 +137,12 @@ def make_evaluate_fn(*, task_name: str, split: str, feature_lengths: dict[str, i
     """One batch -> (raw outputs: label strings, class ids or decoded texts; scores [b, C] / [b] / None)."""
     if how != "generate":
       scores = np.asarray(rank_classification.score_batch(model, params, batch, data.label_tokens, index,
-                                                          length_normalize))
+                                                          length_normalize))  # [b, C], or [b, l, C] per token
+      if how == "token_classifier":
+        if scores.shape[-1] != len(data.labels):
+          raise ValueError(f"{task_name} has {len(data.labels)} tags, but the model's classifier has "
+                           f"{scores.shape[-1]} outputs (set NUM_LABELS = {len(data.labels)})")
+        return _class_outputs(how, data.labels, scores.argmax(-1)), None  # per-token scores: too big to write
       return _class_outputs(how, data.labels, scores.argmax(-1)), scores
     tokens, kwargs = batch["encoder_input_tokens"], dict(max_decode_length=decode_length,
                                                          eos_id=data.vocabulary.eos_id, prompt_index=index)
@@ -179,8 +192,9 @@ def evaluate_ensemble_dataset(model: nn.Module, bank_params: dict, num_prompts: 
   Each batch runs as one [K*batch_size] forward; 'rank' and 'classifier' only. predictions.jsonl lines hold
   each prompt's prediction, both ensembles' and the scores [K, C]."""
   how = resolve_scoring(model, task_name, scoring)
-  if how == "generate":
-    raise ValueError(f"ensembles combine class scores, but {task_name} resolves to scoring='generate'")
+  if how in ("generate", "token_classifier"):
+    raise ValueError(f"ensembles combine one class score vector per example, but {task_name} resolves to "
+                     f"scoring={how!r}")
   data = load_eval_data(task_name, split, feature_lengths, batch_size, data_dir, max_examples)
   n, scores = len(data.examples), np.concatenate([np.asarray(ensemble.ensemble_scores(
       model, bank_params, b, num_prompts, data.label_tokens, length_normalize)) for b in data.batches], axis=1)

@@ -2,7 +2,7 @@
 
 Generated text that is no label becomes `INVALID` (-1), which every metric counts as wrong (Lester et al.
 score the decoded string, so an invalid label is an error). Targets come from the example where the text alone
-is not enough (MultiRC's question group, ReCoRD's full answer list, BERT's label ids).
+is not enough (MultiRC's question group, ReCoRD's full answer list, BERT's label ids, NER's labelled words).
 """
 from typing import Any, Callable, Mapping, Sequence
 
@@ -80,3 +80,13 @@ def word_tags(label_ids: Sequence[Sequence[int]], predicted_ids: Sequence[Sequen
     targets.append([tag_names[i] for i in labels[keep]])
     predictions.append([tag_names[i] if 0 <= i < len(tag_names) else "O" for i in predicted[keep]])
   return targets, predictions
+
+
+def bert_word_tags(tag_names: Sequence[str]) -> Postprocessor:
+  """BERT token-classification outputs: `output` is the predicted tag id of every token [l]; targets read
+  `example['labels']` [l]. Both become the word-level tag names of `word_tags` (one per labelled word)."""
+  def postprocess(output: Any, example: Mapping[str, Any] | None = None, is_target: bool = False) -> list[str]:
+    labels = np.asarray(example["labels"])
+    targets, predictions = word_tags([labels], [labels if is_target else np.asarray(output)], tag_names)
+    return targets[0] if is_target else predictions[0]
+  return postprocess

@@ -3,7 +3,8 @@
 T5: each label string becomes target tokens (with EOS); its score is the summed log-probability of those
 tokens given the input, teacher-forced. The encoder runs once per example; the C candidates are decoded
 against the repeated encoder output, so a batch costs one encoder pass [b, l] and one decoder pass [b*C, t].
-BERT classifiers: the analogue is the head's log-softmax over its classes (`classifier_scores`).
+BERT classifiers: the analogue is the head's log-softmax over its classes (`classifier_scores`), per token
+for a token-classification head.
 
   labels = label_token_matrix(vocabulary, registry.label_strings(task))     # [C, t]
   scores = rank_scores(model, params, batch['encoder_input_tokens'], labels)  # [b, C]
@@ -19,6 +20,7 @@ import numpy as np
 import seqio
 
 from prompt_tuning_jax.models import t5
+from prompt_tuning_jax.train import train_step
 
 Array = jax.Array
 
@@ -83,14 +85,18 @@ def rank_scores(model: nn.Module, params: dict, encoder_input_tokens: Array, lab
 @functools.partial(jax.jit, static_argnames=("model",))
 def classifier_scores(model: nn.Module, params: dict, input_ids: Array, attention_mask: Array,
                       token_type_ids: Array, prompt_index: Optional[Array] = None) -> Array:
-  """A BERT sequence classifier's class log-probs: ids / masks / types [b, l] -> [b, num_labels]."""
+  """A BERT classifier's class log-probs: ids / masks / types [b, l] -> [b, num_labels] (sequence head) or
+  [b, l, num_labels] (token head; rows a prompt inserted are dropped, as in training)."""
   logits = model.apply({"params": params}, input_ids, attention_mask, token_type_ids, prompt_index=prompt_index)
+  if logits.ndim == 3:
+    logits = train_step.drop_inserted_rows(logits, input_ids.shape[1])  # [b, l', C] -> [b, l, C]
   return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
 
 def score_batch(model: nn.Module, params: dict, batch: Mapping[str, Array], label_tokens: Optional[Array] = None,
                 prompt_index: Optional[Array] = None, length_normalize: bool = False) -> Array:
-  """Class scores [b, C] of a model batch (models/inputs.py formats): `rank_scores` on T5, else the head's."""
+  """Class scores [b, C] ([b, l, C] for a token head) of a model batch (models/inputs.py formats): `rank_scores`
+  on T5, else the head's."""
   if isinstance(model, t5.T5):
     if label_tokens is None:
       raise ValueError("rank classification with a T5 model needs label_tokens [C, t]; got None")

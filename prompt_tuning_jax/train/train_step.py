@@ -98,20 +98,28 @@ def text_to_text_loss(logits: Array, targets: Array, weights: Optional[Array] = 
   return loss, {"cross_entropy": _mean(cross_entropy, weights), "accuracy": accuracy}
 
 
+def drop_inserted_rows(logits: Array, length: int, prompt_offset: int = 1) -> Array:
+  """Token logits [b, l', C] -> [b, l, C]: drops the l' - l rows an input_transform inserted at `prompt_offset`
+  (BERT prompts go right after [CLS], peft/prompts.py); those rows belong to no input token."""
+  inserted = logits.shape[1] - length
+  if inserted < 0:
+    raise ValueError(f"logits length {logits.shape[1]} < labels length {length}")
+  if not inserted:
+    return logits
+  o = prompt_offset
+  return jnp.concatenate([logits[:, :o], logits[:, o + inserted:]], axis=1)  # [b, l', C] -> [b, l, C]
+
+
 def classification_loss(logits: Array, labels: Array, prompt_offset: int = 1) -> tuple[Array, Metrics]:
   """Cross-entropy on class logits; labels equal to -100 are ignored (HF).
 
   Args:
     logits: [b, C] (sequence classification) or [b, l', C] (token classification).
-    labels: [b] or [b, l]. When l' > l an input_transform inserted l' - l rows at `prompt_offset`
-      (BERT prompts go right after [CLS], peft/prompts.py); those rows carry no label and are dropped.
+    labels: [b] or [b, l]. When l' > l an input_transform inserted l' - l rows at `prompt_offset`; those
+      rows carry no label and are dropped (`drop_inserted_rows`).
   """
-  if logits.ndim == 3 and logits.shape[1] != labels.shape[1]:
-    inserted = logits.shape[1] - labels.shape[1]
-    if inserted < 0:
-      raise ValueError(f"logits length {logits.shape[1]} < labels length {labels.shape[1]}")
-    o = prompt_offset
-    logits = jnp.concatenate([logits[:, :o], logits[:, o + inserted:]], axis=1)  # [b, l', C] -> [b, l, C]
+  if logits.ndim == 3:
+    logits = drop_inserted_rows(logits, labels.shape[1], prompt_offset)
   weights = (labels != IGNORE_LABEL).astype(jnp.float32)
   safe_labels = jnp.where(labels == IGNORE_LABEL, 0, labels)
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

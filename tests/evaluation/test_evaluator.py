@@ -1,7 +1,8 @@
 """Dataset-level evaluation on real data: metrics recomputed from predictions.jsonl, pad rows dropped, files.
 
 T5: a tiny random T5 with a SentencePiece model trained here (on CB / RTE text) and a bank of 2 prompts.
-BERT: the real MiniLM with a random classifier head, on bert_glue_rte.
+BERT: the real MiniLM with a random classifier head, on bert_glue_rte; NER: a tiny token classifier built to tag
+each WordPiece by lookup, on CLUENER dev (entity F1 recomputed from dev.json's spans).
 """
 import dataclasses
 import itertools
@@ -19,7 +20,9 @@ import sentencepiece
 import tasks  # noqa: F401  (registers every task)
 from prompt_tuning_jax import gin_utils
 from prompt_tuning_jax.checkpoints import hf_bert
+from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.evaluation import evaluator
+from prompt_tuning_jax.evaluation import metrics as metrics_lib
 from prompt_tuning_jax.models import bert, inputs
 from tasks import data_dir, registry
 
@@ -156,5 +159,93 @@ def test_auto_scoring_and_mismatches(t5_model):
     evaluator.resolve_scoring(classifier, "super_glue_cb", "auto")
   with pytest.raises(ValueError, match=r"scoring='rank' does not apply to super_glue_record \(label strings: None"):
     evaluator.resolve_scoring(model, "super_glue_record", "rank")
-  with pytest.raises(ValueError, match=r"bert_cluener is a bert_tokens \(token classification\) task"):
-    evaluator.load_eval_data("bert_cluener", "validation", {"input_ids": 32}, 4)
+  tagger = bert.BertForTokenClassification(model.config)
+  assert evaluator.resolve_scoring(tagger, "bert_cluener", "auto") == "token_classifier"
+  with pytest.raises(ValueError, match="bert_cluener is a bert_tokens task, but the model is a "
+                                      "BertForSequenceClassification"):
+    evaluator.resolve_scoring(classifier, "bert_cluener", "auto")
+  with pytest.raises(ValueError, match="bert_glue_sst2 is a bert task, but the model is a BertForTokenClassification"):
+    evaluator.resolve_scoring(tagger, "bert_glue_sst2", "auto")
+  with pytest.raises(ValueError, match=r"scoring='classifier' does not apply to bert_cluener"):
+    evaluator.resolve_scoring(tagger, "bert_cluener", "classifier")
+
+
+NER_LENGTHS = {"input_ids": 64}
+
+
+def cluener_gold(count):
+  """The first `count` CLUENER dev sentences as (characters, BIO tags), read from dev.json here."""
+  sentences = []
+  with open(os.path.join(DATA, "clue/cluener/dev.json"), encoding="utf-8") as f:
+    for line in itertools.islice(f, count):
+      record = json.loads(line)
+      tags = ["O"] * len(record["text"])
+      for entity_type, entities in record["label"].items():
+        for start, end in itertools.chain.from_iterable(entities.values()):
+          assert tags[start:end + 1] == ["O"] * (end + 1 - start), "overlapping spans: pick other sentences"
+          tags[start:end + 1] = [f"B-{entity_type}"] + [f"I-{entity_type}"] * (end - start)
+      sentences.append((list(record["text"]), tags))
+  return sentences
+
+
+def lookup_tagger(sentences, vocabulary, tag_names):
+  """(model, params, {token id: tag}): a tiny BERT token classifier with a 3-row prompt that tags each WordPiece
+  with the gold tag of its first occurrence in `sentences` ('O' when unseen), so its F1 is neither 0 nor 100.
+
+  Every layer's kernels and biases are zero, so a token's hidden state is LayerNorm(its word embedding) whatever
+  its neighbours and the prompt rows are; word embedding i is a one-hot at its tag's index, read back by an
+  identity classifier.
+  """
+  gin_utils.parse_gin(["models/minilm.gin", "models/bert_token_classification.gin",
+                       "methods/prompt_tuning_random.gin"],
+                      ["bert_config.preset.embed_dim = 32", "bert_config.preset.num_heads = 2",
+                       "bert_config.preset.head_dim = 16", "bert_config.preset.mlp_dim = 32",
+                       "bert_config.preset.num_layers = 1", f"NUM_LABELS = {len(tag_names)}", "PROMPT_LENGTH = 3"])
+  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  args, kwargs = inputs.example_inputs(model)
+  shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *args, **kwargs)["params"])
+  flat = {path: np.zeros(s.shape, s.dtype) for path, s in flatten_params(shapes).items()}
+  flat.update({path: np.ones_like(v) for path, v in flat.items() if path.endswith("/scale")})
+  flat["bert/prompt/prompt"] = np.random.default_rng(0).normal(0, 1, flat["bert/prompt/prompt"].shape)
+  tag_of = {}
+  for words, tags in sentences:
+    for word, tag in zip(words, tags):
+      pieces = vocabulary.encode(word)
+      if pieces:
+        tag_of.setdefault(pieces[0], tag)
+  embeddings = flat["bert/embeddings/word_embeddings/embedding"]
+  embeddings[:, 0] = 1.0  # 'O'
+  for piece, tag in tag_of.items():
+    embeddings[piece] = np.eye(embeddings.shape[1])[tag_names.index(tag)]
+  flat["classifier/kernel"] = np.eye(*flat["classifier/kernel"].shape, dtype=np.float32)
+  return model, unflatten_params(flat), tag_of
+
+
+def test_bert_token_classifier_on_cluener_reports_entity_f1(tmp_path):
+  task, count = "bert_cluener", 12
+  sentences = cluener_gold(count)
+  vocabulary = seqio.get_mixture_or_task(task).output_features["input_ids"].vocabulary
+  tag_names = registry.label_strings(task)
+  model, params, tag_of = lookup_tagger(sentences, vocabulary, tag_names)
+  result = evaluator.evaluate(model, params, task_name=task, split="validation", feature_lengths=NER_LENGTHS,
+                              batch_size=8, max_examples=count, data_dir=DATA, output_dir=str(tmp_path))  # 8 + 4 (+4 pad)
+  assert result["scoring"] == "token_classifier" and result["num_examples"] == count
+  metrics, records = read_outputs(tmp_path)
+  assert metrics == pytest.approx(result) and len(records) == count
+  # Gold word tags from dev.json (characters that vanish in WordPiece carry no label), predictions by the lookup.
+  gold = [[t for w, t in zip(words, tags) if vocabulary.encode(w)] for words, tags in sentences]
+  expected = [[tag_of.get(vocabulary.encode(w)[0], "O") for w in words if vocabulary.encode(w)]
+              for words, _ in sentences]
+  assert [r["target"] for r in records] == gold
+  assert [r["prediction"] for r in records] == expected
+  assert all(len(r["output"]) == NER_LENGTHS["input_ids"] for r in records)  # the raw tag id of every token
+  independent = metrics_lib.span_f1(gold, [r["prediction"] for r in records])
+  assert {k: result[k] for k in ("precision", "recall", "f1")} == pytest.approx(independent)
+  assert 0 < result["f1"] < 100
+  with pytest.raises(ValueError, match=r"bert_cluener has 21 tags, but the model's classifier has 2 outputs "
+                                       r"\(set NUM_LABELS = 21\)"):
+    small = model.clone(config=dataclasses.replace(model.config, num_labels=2))
+    evaluator.evaluate(small, {**params, "classifier": {"kernel": params["classifier"]["kernel"][:, :2],
+                                                        "bias": params["classifier"]["bias"][:2]}},
+                       task_name=task, split="validation", feature_lengths=NER_LENGTHS, batch_size=4, max_examples=4,
+                       data_dir=DATA)

@@ -46,9 +46,10 @@ def init_params(config, enc, dec, seed=0):
   return jax.tree_util.tree_unflatten(tree, [jitter(p, x, k) for (p, x), k in zip(leaves, keys)])
 
 
-@pytest.mark.parametrize("variant", ["t5_1_0", "t5_1_1"])
-def test_matches_transformers(variant):
-  config = tiny_config(variant)
+@pytest.mark.parametrize("variant,buckets", [("t5_1_0", {}), ("t5_1_1", {}), (
+    "t5_1_1", {"relative_attention_num_buckets": 16, "relative_attention_max_distance": 20})])
+def test_matches_transformers(variant, buckets):
+  config = tiny_config(variant, **buckets)  # 16 buckets up to distance 20: length 40 reaches the log buckets' cap
   enc, dec = batch(np.random.default_rng(0), config.vocab_size)
   params = init_params(config, enc, dec)
   model = T5(config)
