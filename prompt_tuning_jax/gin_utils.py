@@ -58,8 +58,38 @@ def resolve_gin_file(name: str) -> str:
                           f"close matches: {close or 'none'}")
 
 
+_SLOT_BINDING = re.compile(r"^\s*slots\.Slots\.(\w+)\s*=", re.M)
+_INCLUDE = re.compile(r"^\s*include\s+['\"]([^'\"]+)['\"]", re.M)
+
+
+def bound_slots(path: str, _seen: frozenset = frozenset()) -> set[str]:
+  """The `slots.Slots.<slot>` fields a gin file binds, itself or through its includes (read as text)."""
+  if path in _seen:
+    return set()
+  with open(path) as f:
+    text = f.read()
+  slots = set(_SLOT_BINDING.findall(text))
+  for included in _INCLUDE.findall(text):
+    slots |= bound_slots(resolve_gin_file(included), _seen | {path})
+  return slots
+
+
+def check_slot_conflicts(files: Sequence[str]) -> None:
+  """Refuses two gin files (each with its includes) that bind the same slot: gin would keep the last binding and
+  silently drop a method. Methods combine when they use different slots; a --gin binding may still override."""
+  owner: dict[str, str] = {}
+  for path in files:
+    for slot in sorted(bound_slots(path)):
+      if slot in owner:
+        raise ValueError(f"gin files {os.path.basename(owner[slot])!r} and {os.path.basename(path)!r} both bind "
+                         f"slots.Slots.{slot}: one slot holds one method; combine methods that use different slots")
+      owner[slot] = path
+
+
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), finalize: bool = True) -> None:
-  """Clears gin, then parses the files (resolved on gin_search_paths) and the bindings."""
+  """Clears gin, then parses the files (resolved on gin_search_paths) and the bindings.
+
+  Two files that bind the same `slots.Slots` field are refused (check_slot_conflicts)."""
   gin.clear_config()
   # NOTE: gin tries its prefixes in order, '' (the working directory) first, and its package-path reader
   # crashes on `include 'runs/x.gin'` when the working directory holds a plain folder named `runs`. The
@@ -67,6 +97,7 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), finali
   gin.config._LOCATION_PREFIXES[:] = [gin_dir(), ""] + [  # pylint: disable=protected-access
       p for p in gin.config._LOCATION_PREFIXES if p not in ("", gin_dir())]  # pylint: disable=protected-access
   files = [resolve_gin_file(f) for f in gin_files]
+  check_slot_conflicts(files)
   try:
     gin.parse_config_files_and_bindings(files, list(gin_bindings), finalize_config=finalize)
   except ValueError as error:

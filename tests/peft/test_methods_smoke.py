@@ -21,7 +21,7 @@ from prompt_tuning_jax import gin_utils
 from prompt_tuning_jax.checkpoints.tree import flatten_params
 from prompt_tuning_jax.models import inputs
 from prompt_tuning_jax.params import configured
-from prompt_tuning_jax.peft import trainable
+from prompt_tuning_jax.peft import prompts, trainable
 from prompt_tuning_jax.train import optimizers, train_step
 
 # NOTE: XLA's CPU backend optimisations take longer than these tiny steps run; the checks do not need them.
@@ -47,7 +47,6 @@ def build(model_file, method_file, bindings):
   params = nn.meta.unbox(model.init(jax.random.key(0), *args, **kwargs)["params"])
   if any(np.isnan(x).any() for x in jax.tree_util.tree_leaves(params)):
     # Table-based prompt inits leave NaN until the frozen table is loaded (peft/prompts.py docstring).
-    from prompt_tuning_jax.peft import prompts  # pylint: disable=g-import-not-at-top
     params = configured(prompts.initialize_prompt)(params, rng=jax.random.key(1))
   nan = [p for p, x in flatten_params(params).items() if np.isnan(x).any()]
   assert not nan, f"{method_file}: NaN parameters after init: {nan}"
@@ -104,3 +103,35 @@ def test_unknown_slot_in_a_method_file_names_file_and_line(tmp_path):
 def test_unknown_method_file_suggests_close_names():
   with pytest.raises(FileNotFoundError, match=r"methods/bitfitt.gin' not found.*close matches.*methods/bitfit.gin"):
     gin_utils.parse_gin([BACKBONES["t5"][0], "methods/bitfitt.gin"])
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_two_methods_on_different_slots_train_together(backbone):
+  model_file, bindings = BACKBONES[backbone]
+  gin_utils.parse_gin([model_file, "methods/prompt_tuning.gin", "methods/lora.gin"], bindings)
+  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  args, kwargs = inputs.example_inputs(model)
+  params = nn.meta.unbox(model.init(jax.random.key(0), *args, **kwargs)["params"])
+  params = configured(prompts.initialize_prompt)(params, rng=jax.random.key(1))
+  by_module = trainable.trainable_by_module(params, configured(trainable.trainable_mask)(params))
+  assert {"prompt", "lora_query", "lora_value"} <= set(by_module), by_module
+
+
+@pytest.mark.parametrize("files,slot", [
+    (("methods/sequential_adapter.gin", "methods/scaled_parallel_adapter.gin"), "post_mlp_adapter"),
+    (("methods/gpc.gin", "methods/pasta.gin"), "layer_input_hook"),
+    (("methods/prompt_tuning.gin", "methods/gpc.gin"), "input_transform")])
+def test_two_methods_on_one_slot_are_refused_naming_both_files(files, slot):
+  model_file, bindings = BACKBONES["t5"]
+  with pytest.raises(ValueError) as error:
+    gin_utils.parse_gin([model_file, *files], bindings)
+  message = str(error.value)
+  assert f"slots.Slots.{slot}" in message and "\n" not in message
+  assert all(os.path.basename(f) in message for f in files), message
+
+
+def test_mam_and_results_files_bind_their_slots_once():
+  # MAM includes prefix tuning and the scaled parallel adapter (different slots); results files include methods.
+  assert gin_utils.bound_slots(gin_utils.resolve_gin_file("methods/mam.gin")) == {
+      "attention_kv_prefix", "post_mlp_adapter"}
+  assert gin_utils.bound_slots(gin_utils.resolve_gin_file("results/gpc.gin")) == {"input_transform", "layer_input_hook"}
