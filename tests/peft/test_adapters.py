@@ -83,13 +83,12 @@ def test_head_adapter_matches_numpy(multi_head):
     assert params["down"]["kernel"].shape == (D, 4 * R) and params["up"]["kernel"].shape == (4, R, 3)
 
 
-def lora_init_slots(backbone):
-  """Every adapter kind at once, LoRA-style init (up = 0)."""
+def lora_init_slots(mlp_insertion="parallel"):
+  """Every adapter kind at once, LoRA-style init (up = 0); the FFN adapter inserted as `mlp_insertion`."""
   make = functools.partial(adapters.adapter_factory, bottleneck_dim=4, init="lora")
   return Slots(post_attention_adapter=functools.partial(make, insertion="sequential", input_norm=True,
                                                         scale="learned"),
-               post_mlp_adapter=functools.partial(make, insertion="pfeiffer" if backbone == "bert" else "parallel",
-                                                  scale=4.0),
+               post_mlp_adapter=functools.partial(make, insertion=mlp_insertion, scale=4.0),
                attention_head_adapter=functools.partial(adapters.head_adapter_factory, bottleneck_dim=3, init="lora",
                                                         multi_head=True))
 
@@ -99,15 +98,15 @@ def without_adapters(tree):
           if not k.startswith("adapter")}
 
 
-@pytest.mark.parametrize("backbone", ["t5", "bert"])
-def test_lora_init_is_the_base_model_exactly(backbone):
+@pytest.mark.parametrize("backbone,mlp_insertion", [("t5", "parallel"), ("bert", "pfeiffer"), ("bert", "parallel")])
+def test_lora_init_is_the_base_model_exactly(backbone, mlp_insertion):
   tokens = np.random.default_rng(0).integers(2, 90, (2, 7)).astype(np.int32)
   tokens[1, 5:] = 0
   if backbone == "t5":
     make, args = (lambda slots: T5(T5_TINY, slots)), (tokens, tokens[:, :4])
   else:
     make, args = (lambda slots: bert.BertForSequenceClassification(BERT_TINY, slots)), (tokens,)
-  model = make(lora_init_slots(backbone))
+  model = make(lora_init_slots(mlp_insertion))
   params = init(model, *args)
   expected = make(Slots()).apply({"params": without_adapters(params)}, *args)
   got = model.apply({"params": params}, *args)
@@ -120,7 +119,7 @@ def test_lora_init_is_the_base_model_exactly(backbone):
 
 def test_t5_module_names_and_axes():
   tokens = np.ones((1, 4), np.int32)
-  model = T5(T5_TINY, lora_init_slots("t5"))
+  model = T5(T5_TINY, lora_init_slots())
   boxed = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens)["params"]
   layer = boxed["decoder"]["layers_0"]
   assert {"adapter_self_attention", "adapter_encoder_decoder_attention", "adapter_mlp"} <= set(layer)

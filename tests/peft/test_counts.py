@@ -63,6 +63,7 @@ def test_bert_model_files(name, total, embed_dim):
   tokens = params.parameter_report([f"models/{name}.gin", "models/bert_token_classification.gin"])
   assert tokens["model"] == "BertForTokenClassification"
   assert report["total"] - tokens["total"] == embed_dim ** 2 + embed_dim  # the token head has no pooler
+  assert tokens["trainable_by_module"] == {"classifier": embed_dim * 2 + 2}  # the token head trains too
 
 
 def test_minilm_file_matches_the_shipped_config(minilm_dir):

@@ -20,6 +20,7 @@ import tensorflow as tf
 from prompt_tuning_jax import cli, gin_utils, runs
 from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
 from prompt_tuning_jax.checkpoints.tree import flatten_params
+from prompt_tuning_jax.evaluation.metrics import span_f1
 from prompt_tuning_jax.train.trainer import TrainingDivergedError
 
 TINY_BERT = ["bert_config.preset.embed_dim = 32", "bert_config.preset.num_heads = 4", "bert_config.preset.head_dim = 8",
@@ -211,3 +212,22 @@ def test_periodic_eval_writes_scalars_and_keeps_the_best_and_the_last_checkpoint
   # NOTE: a property of this seeded run, not of the code: the tiny head flips its (constant) prediction after
   # step 6, and 3 of the first 4 RTE dev labels favour the earlier one. Without it the check above is weaker.
   assert best < last, f"eval accuracies {accuracy}: pick eval_max_examples so that an earlier step is best"
+
+
+def test_ner_trains_and_reports_entity_f1(tmp_path):
+  model_dir = str(tmp_path / "ner")
+  bindings = TINY_BERT + [
+      f"MODEL_DIR = '{model_dir}'", "MIXTURE_OR_TASK_NAME = 'bert_cluener'", "TASK_FEATURE_LENGTHS = {'input_ids': 32}",
+      "NUM_LABELS = 21", "BATCH_SIZE = 4", "TRAIN_STEPS = 3", "PROMPT_LENGTH = 4", "runs.train.eval_max_examples = 6",
+      "runs.train.show_progress = False"]
+  run_in_process(["--gin_file=models/minilm.gin", "--gin_file=models/bert_token_classification.gin",
+                  "--gin_file=methods/prompt_tuning_random.gin", "--gin_file=runs/finetune.gin"] + [
+                      f"--gin.{b}" for b in bindings])
+  report = json.load(open(os.path.join(model_dir, "eval", "metrics.json")))
+  assert report["scoring"] == "token_classifier" and report["num_examples"] == 6
+  records = [json.loads(line) for line in open(os.path.join(model_dir, "eval", "predictions.jsonl"))]
+  assert len(records) == 6 and all(len(r["prediction"]) == len(r["target"]) for r in records)
+  recomputed = span_f1([r["target"] for r in records], [r["prediction"] for r in records])
+  assert {k: report[k] for k in ("precision", "recall", "f1")} == pytest.approx(recomputed)
+  rows = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
+  assert [(row["step"], row["f1"]) for row in rows if row["split"] == "eval"] == [(3, pytest.approx(report["f1"]))]
