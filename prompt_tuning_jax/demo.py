@@ -52,7 +52,7 @@ def main(argv: Sequence[str]) -> int:
   import tasks  # pylint: disable=g-import-not-at-top,unused-import
   from prompt_tuning_jax import runs  # pylint: disable=g-import-not-at-top
   from prompt_tuning_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-  from prompt_tuning_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.train import outputs, trainer  # pylint: disable=g-import-not-at-top
   gin_utils.parse_gin(DEMO_FILES, bindings)
   model = gin.query_parameter("%MODEL").scoped_configurable_fn()
   def query(name):
@@ -74,7 +74,7 @@ def main(argv: Sequence[str]) -> int:
              "batch_size": query("BATCH_SIZE"), "dev_accuracy_before": before["accuracy"],
              "dev_accuracy_after": final["eval/accuracy"], "dev_examples": before["num_examples"],
              "wall_seconds": round(wall, 1), "learning_curve": png}
-  trainer.write_json(os.path.join(model_dir, "demo_metrics.json"), summary)
+  outputs.write_json(os.path.join(model_dir, "demo_metrics.json"), summary)
   print(json.dumps(summary, indent=2))
   return 0
 

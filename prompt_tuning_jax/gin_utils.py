@@ -62,16 +62,40 @@ _SLOT_BINDING = re.compile(r"^\s*slots\.Slots\.(\w+)\s*=", re.M)
 _INCLUDE = re.compile(r"^\s*include\s+['\"]([^'\"]+)['\"]", re.M)
 
 
-def bound_slots(path: str, _seen: frozenset = frozenset()) -> set[str]:
-  """The `slots.Slots.<slot>` fields a gin file binds, itself or through its includes (read as text)."""
+_MACRO_DEFINITION = re.compile(r"^\s*([A-Za-z_]\w*)\s*=", re.M)
+_MACRO_REFERENCE = re.compile(r"%([A-Za-z_]\w*)")
+_CLI_MACRO_BINDING = re.compile(r"^\s*([A-Z][A-Z0-9_]*)\s*=")
+
+
+def gin_texts(path: str, _seen: frozenset = frozenset()) -> list[str]:
+  """The text of a gin file and of everything it includes, recursively (each file once)."""
   if path in _seen:
-    return set()
+    return []
   with open(path) as f:
     text = f.read()
-  slots = set(_SLOT_BINDING.findall(text))
+  texts = [text]
   for included in _INCLUDE.findall(text):
-    slots |= bound_slots(resolve_gin_file(included), _seen | {path})
-  return slots
+    texts += gin_texts(resolve_gin_file(included), _seen | {path})
+  return texts
+
+
+def bound_slots(path: str) -> set[str]:
+  """The `slots.Slots.<slot>` fields a gin file binds, itself or through its includes (read as text)."""
+  return {slot for text in gin_texts(path) for slot in _SLOT_BINDING.findall(text)}
+
+
+def check_macro_bindings(files: Sequence[str], gin_bindings: Sequence[str]) -> None:
+  """Refuses a binding `NAME = value` (an upper-case macro) that no file defines or references and no other
+  binding references: gin would accept it and nothing would read it (a misspelled TRAIN_STEPS trains the default)."""
+  texts = [text for path in files for text in gin_texts(path)]
+  known = {name for text in texts for name in _MACRO_DEFINITION.findall(text) if "." not in name}
+  known |= {name for text in list(texts) + list(gin_bindings) for name in _MACRO_REFERENCE.findall(text)}
+  for binding in gin_bindings:
+    macro = _CLI_MACRO_BINDING.match(binding)
+    if macro and macro.group(1) not in known:
+      close = difflib.get_close_matches(macro.group(1), sorted(known), n=3, cutoff=0.6)
+      raise ValueError(f"gin binding {binding.strip()!r}: no gin file defines or uses the macro {macro.group(1)} "
+                       f"(close matches: {close or 'none'}; files: {[os.path.basename(f) for f in files]})")
 
 
 def check_slot_conflicts(files: Sequence[str]) -> None:
@@ -89,7 +113,8 @@ def check_slot_conflicts(files: Sequence[str]) -> None:
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), finalize: bool = True) -> None:
   """Clears gin, then parses the files (resolved on gin_search_paths) and the bindings.
 
-  Two files that bind the same `slots.Slots` field are refused (check_slot_conflicts)."""
+  Two files that bind the same `slots.Slots` field are refused (check_slot_conflicts), and so is a binding of a
+  macro that nothing defines or uses (check_macro_bindings)."""
   gin.clear_config()
   # NOTE: gin tries its prefixes in order, '' (the working directory) first, and its package-path reader
   # crashes on `include 'runs/x.gin'` when the working directory holds a plain folder named `runs`. The
@@ -98,6 +123,7 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), finali
       p for p in gin.config._LOCATION_PREFIXES if p not in ("", gin_dir())]  # pylint: disable=protected-access
   files = [resolve_gin_file(f) for f in gin_files]
   check_slot_conflicts(files)
+  check_macro_bindings(files, gin_bindings)
   try:
     gin.parse_config_files_and_bindings(files, list(gin_bindings), finalize_config=finalize)
   except ValueError as error:

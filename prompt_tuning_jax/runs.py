@@ -27,7 +27,7 @@ from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.params import configured
 from prompt_tuning_jax.peft import prompts, trainable
 from prompt_tuning_jax.train import data as train_data
-from prompt_tuning_jax.train import trainer
+from prompt_tuning_jax.train import outputs, trainer
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
   """
   check_task_name(mixture_or_task_name)
   os.makedirs(model_dir, exist_ok=True)
-  trainer.write_text(os.path.join(model_dir, "config.gin"), gin.config_str())
+  outputs.write_text(os.path.join(model_dir, "config.gin"), gin.config_str())
   evaluate = None
   if eval_split:
     from prompt_tuning_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
@@ -196,7 +196,7 @@ def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] 
     bank = ensemble.stack_prompt_params([params for params, _ in restored])
     metrics = evaluator.evaluate_ensemble_dataset(_bank_model(model, len(dirs)), bank, len(dirs), **common)
   metrics = {**metrics, "checkpoints": {d: step for d, (_, step) in zip(dirs, restored)}}
-  trainer.write_json(os.path.join(output_dir, "metrics.json"), metrics)
+  outputs.write_json(os.path.join(output_dir, "metrics.json"), metrics)
   return metrics
 
 

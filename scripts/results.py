@@ -71,14 +71,14 @@ def main(argv: list[str]) -> int:
     f.write(command + "\n")
   import results_report as report  # pylint: disable=g-import-not-at-top  (imports jax, tensorflow)
   import results_runs  # pylint: disable=g-import-not-at-top
-  from prompt_tuning_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.train import outputs  # pylint: disable=g-import-not-at-top
   if args.ensembles:
     import results_ensembles  # pylint: disable=g-import-not-at-top
     if args.dry_run:
       print("\n".join(f"ensemble {t}: head + {setting.ensemble_prompts} prompts" for t in setting.ensemble_tasks))
       return 0
     reports = [results_ensembles.run_task(t, setting, args.out_dir) for t in setting.ensemble_tasks]
-    trainer.write_json(os.path.join(args.out_dir, "ensembles.json"),
+    outputs.write_json(os.path.join(args.out_dir, "ensembles.json"),
                        {**report.payload(command, args.setting, setting, []), "ensembles": reports})
     text = report.ensemble_markdown(command, reports)
     path = os.path.join(args.out_dir, "ensembles.md")
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
       print(f"report only: {len(results)} of {len(plan)} runs finished", flush=True)
     else:
       results = [results_runs.train(run, setting, args.out_dir) for run in plan]
-    trainer.write_json(os.path.join(args.out_dir, "results.json"),
+    outputs.write_json(os.path.join(args.out_dir, "results.json"),
                        report.payload(command, args.setting, setting, results))
     text = report.markdown(command, args.setting, setting, results)
     path = os.path.join(args.out_dir, "results.md")

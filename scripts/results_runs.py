@@ -19,7 +19,7 @@ import gin
 
 import tasks  # pylint: disable=unused-import  (registers every task)
 from prompt_tuning_jax import demo, gin_utils, params, runs
-from prompt_tuning_jax.train import trainer
+from prompt_tuning_jax.train import outputs
 from tasks import registry
 
 LEARNING_RATE_MACROS = ("LEARNING_RATE", "PROMPT_LEARNING_RATE")
@@ -173,5 +173,5 @@ def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence
             "trainable_percent": report["trainable_percent"],
             "step_seconds": step_seconds(os.path.join(model_dir, "metrics.jsonl"), setting.batch_size),
             "wall_seconds": round(time.perf_counter() - start, 1), "gin_files": files, "gin_bindings": bindings}
-  trainer.write_json(result_path, result)
+  outputs.write_json(result_path, result)
   return result

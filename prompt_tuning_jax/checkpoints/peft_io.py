@@ -7,13 +7,14 @@ the newest step and skips (with a warning) a step that fails to read, e.g. trunc
 
 Retention: the newest `keep_last` steps plus the best `keep_best` by `best_metric` (from `metrics`).
 """
-import json
 import logging
 import os
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+
+from prompt_tuning_jax.train import outputs
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,7 @@ class PeftCheckpointManager:
     """Records eval metrics for an existing step (used for best-K retention)."""
     meta = self.read_metadata(step)
     meta["metrics"] = {**meta.get("metrics", {}), **metrics}
-    path = os.path.join(self.directory, str(step), "meta", "metadata")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(meta, f)
-    os.replace(tmp, path)
+    outputs.write_json(os.path.join(self.directory, str(step), "meta", "metadata"), meta)
     self._apply_retention()
 
   def read_metadata(self, step: int) -> dict:

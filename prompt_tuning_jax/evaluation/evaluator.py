@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from prompt_tuning_jax.evaluation import ensemble, rank_classification
 from prompt_tuning_jax.models import bert, decoding, t5
+from prompt_tuning_jax.train import outputs
 from tasks import formats, registry
 
 GENERATIVE_KINDS = ("stsb", "record")  # T5 tasks decoded as text even when they have label strings
@@ -104,16 +105,13 @@ def resolve_scoring(model: nn.Module, task_name: str, scoring: str) -> str:
 
 
 def write_results(output_dir: str, records: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
-  """predictions.jsonl (one record per line) and metrics.json in output_dir, each via tmp + os.replace."""
+  """predictions.jsonl (one record per line) and metrics.json in output_dir (outputs.write_text: atomic, host 0)."""
   def jsonable(value: Any) -> Any:
     return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else str(value)
   os.makedirs(output_dir, exist_ok=True)
   for name, text in (("predictions.jsonl", "".join(json.dumps(r, default=jsonable) + "\n" for r in records)),
                      ("metrics.json", json.dumps(metrics, indent=2, default=jsonable))):
-    path = os.path.join(output_dir, name)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(path + ".tmp", path)
+    outputs.write_text(os.path.join(output_dir, name), text)
 
 
 def _class_outputs(how: str, labels: Optional[list[str]], ids: np.ndarray) -> list[Any]:

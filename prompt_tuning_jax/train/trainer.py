@@ -7,7 +7,6 @@ t is fold_in(rng, t), and a checkpoint holds the trainable leaves, optimizer sta
 Run the same command again after a crash (even SIGKILL) and the final parameters are bit-identical.
 The frozen base always comes from `initial_checkpoint_path` (or the seeded init when there is none).
 """
-import json
 import logging
 import math
 import os
@@ -26,7 +25,7 @@ from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.models import inputs as model_inputs
 from prompt_tuning_jax.peft import trainable
-from prompt_tuning_jax.train import partitioning, train_step
+from prompt_tuning_jax.train import outputs, partitioning, train_step
 from prompt_tuning_jax.train.summaries import SummaryWriter
 
 log = logging.getLogger(__name__)
@@ -106,7 +105,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
   writer = SummaryWriter(model_dir)
   metadata = {**(metadata or {}), "batch_size": batch_size, "seed": seed}
   last_metrics: dict[str, Any] = {}
-  progress = tqdm.tqdm(total=train_steps, initial=start, disable=not show_progress, unit="step",
+  progress = tqdm.tqdm(total=train_steps, initial=start, disable=not (show_progress and outputs.is_primary_host()), unit="step",
                        dynamic_ncols=True)
   tic = time.perf_counter()
   for step in range(start + 1, train_steps + 1):
@@ -163,19 +162,3 @@ def _place(model: nn.Module, mesh, state: train_step.TrainState, frozen: dict):
   def put(tree):
     return unflatten_params({k: jax.device_put(v, shardings[k]) for k, v in flatten_params(tree).items()})
   return state.replace(trainable=put(state.trainable)), put(frozen)
-
-
-def write_json(path: str, payload: Any) -> None:
-  """Writes JSON through a temporary file and an atomic rename."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, default=lambda x: np.asarray(x).tolist())
-  os.replace(tmp, path)
-
-
-def write_text(path: str, text: str) -> None:
-  """Writes text through a temporary file and an atomic rename."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)

@@ -52,3 +52,21 @@ def test_a_missing_required_macro_fails_in_one_line_naming_it(capsys):
   assert cli.main(argv, runs.train, "test") == 1
   err = capsys.readouterr().err.strip()
   assert "MODEL_DIR" in err and "gin.REQUIRED" in err and len(err.splitlines()) == 1, err
+
+
+def test_a_misspelled_macro_binding_fails_in_one_line_naming_it_and_the_close_match(capsys):
+  """gin itself accepts `--gin.TRAIN_STEP=5` and trains the file's TRAIN_STEPS: the run would be silently wrong."""
+  argv = ["--gin_file=models/minilm.gin", "--gin_file=methods/lora.gin", "--gin_file=runs/finetune.gin",
+          "--gin.MODEL_DIR='/tmp/never'", "--gin.MIXTURE_OR_TASK_NAME='bert_glue_rte'",
+          "--gin.TASK_FEATURE_LENGTHS={'input_ids': 32}", "--gin.TRAIN_STEP=5"]
+  assert cli.main(argv, runs.train, "test") == 1
+  err = capsys.readouterr().err.strip()
+  assert "TRAIN_STEP=5" in err and "'TRAIN_STEPS'" in err and len(err.splitlines()) == 1, err
+  assert not os.path.exists("/tmp/never")
+
+
+def test_macros_that_files_define_or_use_are_accepted_on_the_command_line():
+  gin_utils.parse_gin(["models/minilm.gin", "methods/prompt_tuning_random.gin", "runs/finetune.gin"],
+                      ["MODEL_DIR = '/tmp/x'", "PROMPT_LENGTH = 7", "TRAIN_STEPS = 3", "BATCH_SIZE = 2"],
+                      finalize=False)
+  assert gin.query_parameter("%PROMPT_LENGTH") == 7 and gin.query_parameter("%TRAIN_STEPS") == 3

@@ -8,6 +8,7 @@ import glob
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -214,15 +215,17 @@ def test_periodic_eval_writes_scalars_and_keeps_the_best_and_the_last_checkpoint
   assert best < last, f"eval accuracies {accuracy}: pick eval_max_examples so that an earlier step is best"
 
 
-def test_ner_trains_and_reports_entity_f1(tmp_path):
+def test_ner_trains_and_reports_entity_f1_with_a_progress_bar(tmp_path, capsys):
   model_dir = str(tmp_path / "ner")
   bindings = TINY_BERT + [
       f"MODEL_DIR = '{model_dir}'", "MIXTURE_OR_TASK_NAME = 'bert_cluener'", "TASK_FEATURE_LENGTHS = {'input_ids': 32}",
-      "NUM_LABELS = 21", "BATCH_SIZE = 4", "TRAIN_STEPS = 3", "PROMPT_LENGTH = 4", "runs.train.eval_max_examples = 6",
-      "runs.train.show_progress = False"]
+      "NUM_LABELS = 21", "BATCH_SIZE = 4", "TRAIN_STEPS = 3", "PROMPT_LENGTH = 4", "runs.train.eval_max_examples = 6"]
   run_in_process(["--gin_file=models/minilm.gin", "--gin_file=models/bert_token_classification.gin",
                   "--gin_file=methods/prompt_tuning_random.gin", "--gin_file=runs/finetune.gin"] + [
                       f"--gin.{b}" for b in bindings])
+  # the progress bar (stderr): steps done of total, elapsed<ETA, examples/s and the loss
+  bar = capsys.readouterr().err.split("\r")
+  assert any(re.search(r"3/3 \[\d\d:\d\d<\d\d:\d\d, .*ex_s=\d+\.\d, loss=\d+\.\d{4}\]", line) for line in bar), bar[-3:]
   report = json.load(open(os.path.join(model_dir, "eval", "metrics.json")))
   assert report["scoring"] == "token_classifier" and report["num_examples"] == 6
   records = [json.loads(line) for line in open(os.path.join(model_dir, "eval", "predictions.jsonl"))]
