@@ -7,6 +7,7 @@ Environment (read when a notebook starts):
   PTJ_NOTEBOOK_SETTING   the scripts/results_config.py setting of a non-tiny run ('cpu' by default, 'full').
   PTJ_NOTEBOOK_OUT       where runs go (default: a temporary folder when tiny, else runs/notebooks/<setting>);
                          runs that finished there are reused (scripts/results_runs.py), so a re-run is cheap.
+  PTJ_NOTEBOOK_ENSEMBLE_TASKS  comma-separated tasks replacing a non-tiny setting's ensemble_tasks.
 """
 import dataclasses
 import os
@@ -39,6 +40,12 @@ def setting(**fields) -> results_config.Setting:
                                eval_max_examples=32, backbone_bindings=TINY_BERT, use_minilm=False)
   else:
     base = results_config.SETTINGS[SETTING_NAME]
+    if os.environ.get("PTJ_NOTEBOOK_ENSEMBLE_TASKS"):
+      tasks = tuple(os.environ["PTJ_NOTEBOOK_ENSEMBLE_TASKS"].split(","))
+      unknown = [t for t in tasks if t not in results_config.TASKS]
+      if unknown:
+        raise ValueError(f"PTJ_NOTEBOOK_ENSEMBLE_TASKS: unknown tasks {unknown}; known: {list(results_config.TASKS)}")
+      base = dataclasses.replace(base, ensemble_tasks=tasks)
   return dataclasses.replace(base, **fields)
 
 

@@ -59,3 +59,15 @@ def test_runs_top_to_bottom_in_the_tiny_setting(name, kernel_env):
   client.execute()
   text = "".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", []))
   assert "TINY=True" in text
+
+
+def test_a_real_setting_takes_its_ensemble_tasks_from_the_environment(monkeypatch):
+  monkeypatch.syspath_prepend(NOTEBOOK_DIR)
+  import notebook_setup  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(notebook_setup, "TINY", False)
+  monkeypatch.setenv("PTJ_NOTEBOOK_ENSEMBLE_TASKS", "bert_super_glue_cb")
+  assert notebook_setup.setting().ensemble_tasks == ("bert_super_glue_cb",)
+  assert notebook_setup.setting().ensemble_prompts == 5  # the rest is the cpu setting's
+  monkeypatch.setenv("PTJ_NOTEBOOK_ENSEMBLE_TASKS", "bert_glue_sst3")
+  with pytest.raises(ValueError, match="PTJ_NOTEBOOK_ENSEMBLE_TASKS: unknown tasks \\['bert_glue_sst3'\\]"):
+    notebook_setup.setting()
