@@ -40,7 +40,7 @@ def main(argv: Sequence[str], run: Callable[..., dict], usage: str) -> int:
   def call() -> dict:
     maybe_initialize_distributed(multiprocess)
     import tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers every task)
-    gin_utils.parse_gin(files, bindings)
+    gin_utils.parse_gin(files, bindings, check_macros=True)
     result = gin.get_configurable(run)()
     logging.info("done: %s", result)
     return result

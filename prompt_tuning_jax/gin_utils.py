@@ -110,11 +110,13 @@ def check_slot_conflicts(files: Sequence[str]) -> None:
       owner[slot] = path
 
 
-def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), finalize: bool = True) -> None:
+def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), finalize: bool = True,
+              check_macros: bool = False) -> None:
   """Clears gin, then parses the files (resolved on gin_search_paths) and the bindings.
 
-  Two files that bind the same `slots.Slots` field are refused (check_slot_conflicts), and so is a binding of a
-  macro that nothing defines or uses (check_macro_bindings)."""
+  Two files that bind the same `slots.Slots` field are refused (check_slot_conflicts). With `check_macros`
+  (the command lines: a user's --gin flags), so is a binding of a macro that nothing defines or uses
+  (check_macro_bindings); scripts that pass one set of bindings to every method file leave it off."""
   gin.clear_config()
   # NOTE: gin tries its prefixes in order, '' (the working directory) first, and its package-path reader
   # crashes on `include 'runs/x.gin'` when the working directory holds a plain folder named `runs`. The
@@ -123,7 +125,8 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), finali
       p for p in gin.config._LOCATION_PREFIXES if p not in ("", gin_dir())]  # pylint: disable=protected-access
   files = [resolve_gin_file(f) for f in gin_files]
   check_slot_conflicts(files)
-  check_macro_bindings(files, gin_bindings)
+  if check_macros:
+    check_macro_bindings(files, gin_bindings)
   try:
     gin.parse_config_files_and_bindings(files, list(gin_bindings), finalize_config=finalize)
   except ValueError as error:

@@ -33,14 +33,17 @@ def _factory_name(factory: Any) -> str:
   return f"{getattr(factory, '__module__', '?').rsplit('.', 1)[-1]}.{getattr(factory, '__qualname__', factory)}"
 
 
-def parameter_report(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> dict[str, Any]:
+def parameter_report(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
+                     check_macros: bool = False) -> dict[str, Any]:
   """Parses the gin files (model, then method) and counts parameters of `%MODEL`, abstractly.
+
+  check_macros: refuse a macro binding that no file defines or uses (gin_utils.parse_gin; the CLI sets it).
 
   Returns:
     {'total', 'trainable', 'trainable_percent', 'trainable_by_module' (peft.trainable.module_name ->
     count), 'model' (class name), 'methods' (bound slot -> factory), 'gin_files'}.
   """
-  gin_utils.parse_gin(gin_files, gin_bindings)
+  gin_utils.parse_gin(gin_files, gin_bindings, check_macros=check_macros)
   try:
     model = gin.query_parameter("%MODEL").scoped_configurable_fn()
   except ValueError as e:
@@ -77,7 +80,7 @@ def main(argv: Sequence[str]) -> int:
           f"[--gin.NAME=VALUE ...]; unexpected: {rest or 'no --gin_file'}", file=sys.stderr)
     return 2
   try:
-    report = parameter_report(files, bindings)
+    report = parameter_report(files, bindings, check_macros=True)
   except (FileNotFoundError, ValueError) as e:  # a user error: a wrong file name or binding
     print(f"error: {e}", file=sys.stderr)
     return 1

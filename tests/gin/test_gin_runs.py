@@ -68,5 +68,5 @@ def test_a_misspelled_macro_binding_fails_in_one_line_naming_it_and_the_close_ma
 def test_macros_that_files_define_or_use_are_accepted_on_the_command_line():
   gin_utils.parse_gin(["models/minilm.gin", "methods/prompt_tuning_random.gin", "runs/finetune.gin"],
                       ["MODEL_DIR = '/tmp/x'", "PROMPT_LENGTH = 7", "TRAIN_STEPS = 3", "BATCH_SIZE = 2"],
-                      finalize=False)
+                      finalize=False, check_macros=True)
   assert gin.query_parameter("%PROMPT_LENGTH") == 7 and gin.query_parameter("%TRAIN_STEPS") == 3
