@@ -89,7 +89,7 @@ def check_macro_bindings(files: Sequence[str], gin_bindings: Sequence[str]) -> N
   binding references: gin would accept it and nothing would read it (a misspelled TRAIN_STEPS trains the default)."""
   texts = [text for path in files for text in gin_texts(path)]
   known = {name for text in texts for name in _MACRO_DEFINITION.findall(text) if "." not in name}
-  known |= {name for text in list(texts) + list(gin_bindings) for name in _MACRO_REFERENCE.findall(text)}
+  known |= {name for text in [*texts, *gin_bindings] for name in _MACRO_REFERENCE.findall(text)}
   for binding in gin_bindings:
     macro = _CLI_MACRO_BINDING.match(binding)
     if macro and macro.group(1) not in known:

@@ -23,11 +23,6 @@ def write_text(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def to_json(payload: Any, indent: int = 2) -> str:
-  """JSON text; numpy and jax arrays and scalars become lists and numbers."""
-  return json.dumps(payload, indent=indent, default=lambda x: np.asarray(x).tolist())
-
-
 def write_json(path: str, payload: Any) -> None:
-  """`write_text(path, to_json(payload))`."""
-  write_text(path, to_json(payload))
+  """`write_text` of indented JSON; numpy and jax arrays and scalars become lists and numbers."""
+  write_text(path, json.dumps(payload, indent=2, default=lambda x: np.asarray(x).tolist()))

@@ -105,8 +105,8 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
   writer = SummaryWriter(model_dir)
   metadata = {**(metadata or {}), "batch_size": batch_size, "seed": seed}
   last_metrics: dict[str, Any] = {}
-  progress = tqdm.tqdm(total=train_steps, initial=start, disable=not (show_progress and outputs.is_primary_host()), unit="step",
-                       dynamic_ncols=True)
+  progress = tqdm.tqdm(total=train_steps, initial=start, unit="step", dynamic_ncols=True,
+                       disable=not (show_progress and outputs.is_primary_host()))
   tic = time.perf_counter()
   for step in range(start + 1, train_steps + 1):
     batch = partitioning.shard_batch(next(batches), mesh)

@@ -41,3 +41,6 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path):
   with pytest.raises(ValueError):  # json: circular reference (np.asarray(object()) is the object again)
     outputs.write_json(path, {"step": object()})
   assert json.load(open(path)) == {"step": 1}
+  with pytest.raises(UnicodeEncodeError):  # fails inside the write, after the file was opened
+    outputs.write_text(path, '{"step": 2, "note": "\ud800"}')
+  assert json.load(open(path)) == {"step": 1}  # a write in place would have truncated it
