@@ -7,7 +7,8 @@ Environment (read when a notebook starts):
   PTJ_NOTEBOOK_SETTING   the scripts/results_config.py setting of a non-tiny run ('cpu' by default, 'full').
   PTJ_NOTEBOOK_OUT       where runs go (default: a temporary folder when tiny, else runs/notebooks/<setting>);
                          runs that finished there are reused (scripts/results_runs.py), so a re-run is cheap.
-  PTJ_NOTEBOOK_ENSEMBLE_TASKS  comma-separated tasks replacing a non-tiny setting's ensemble_tasks.
+  PTJ_NOTEBOOK_TASKS     comma-separated tasks replacing a non-tiny setting's tasks and ensemble_tasks (and the
+                         notebook's own default tasks); the tiny setting ignores it.
 """
 import dataclasses
 import os
@@ -34,19 +35,22 @@ def out_dir() -> str:
 
 
 def setting(**fields) -> results_config.Setting:
-  """The setting of this notebook: tiny (CB, a random tiny BERT, 2 steps) or SETTING_NAME, then `fields`."""
+  """The setting of this notebook: tiny (CB, a random tiny BERT, 2 steps) or SETTING_NAME, then `fields`.
+
+  `fields` are the notebook's own defaults; a non-tiny run's PTJ_NOTEBOOK_TASKS replaces their tasks.
+  """
   if TINY:
     base = dataclasses.replace(results_config.SETTINGS["smoke"], tasks=("bert_super_glue_cb",), train_steps=2,
                                eval_max_examples=32, backbone_bindings=TINY_BERT, use_minilm=False)
-  else:
-    base = results_config.SETTINGS[SETTING_NAME]
-    if os.environ.get("PTJ_NOTEBOOK_ENSEMBLE_TASKS"):
-      tasks = tuple(os.environ["PTJ_NOTEBOOK_ENSEMBLE_TASKS"].split(","))
-      unknown = [t for t in tasks if t not in results_config.TASKS]
-      if unknown:
-        raise ValueError(f"PTJ_NOTEBOOK_ENSEMBLE_TASKS: unknown tasks {unknown}; known: {list(results_config.TASKS)}")
-      base = dataclasses.replace(base, ensemble_tasks=tasks)
-  return dataclasses.replace(base, **fields)
+    return dataclasses.replace(base, **fields)
+  base = dataclasses.replace(results_config.SETTINGS[SETTING_NAME], **fields)
+  if os.environ.get("PTJ_NOTEBOOK_TASKS"):
+    tasks = tuple(os.environ["PTJ_NOTEBOOK_TASKS"].split(","))
+    unknown = [t for t in tasks if t not in results_config.TASKS]
+    if unknown:
+      raise ValueError(f"PTJ_NOTEBOOK_TASKS: unknown tasks {unknown}; known: {list(results_config.TASKS)}")
+    base = dataclasses.replace(base, tasks=tasks, ensemble_tasks=tasks)
+  return base
 
 
 def save_figure(fig, name: str) -> None:

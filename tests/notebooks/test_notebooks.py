@@ -61,13 +61,16 @@ def test_runs_top_to_bottom_in_the_tiny_setting(name, kernel_env):
   assert "TINY=True" in text
 
 
-def test_a_real_setting_takes_its_ensemble_tasks_from_the_environment(monkeypatch):
+def test_a_real_setting_takes_its_tasks_from_the_environment(monkeypatch):
   monkeypatch.syspath_prepend(NOTEBOOK_DIR)
   import notebook_setup  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(notebook_setup, "TINY", False)
-  monkeypatch.setenv("PTJ_NOTEBOOK_ENSEMBLE_TASKS", "bert_super_glue_cb")
-  assert notebook_setup.setting().ensemble_tasks == ("bert_super_glue_cb",)
-  assert notebook_setup.setting().ensemble_prompts == 5  # the rest is the cpu setting's
-  monkeypatch.setenv("PTJ_NOTEBOOK_ENSEMBLE_TASKS", "bert_glue_sst3")
-  with pytest.raises(ValueError, match="PTJ_NOTEBOOK_ENSEMBLE_TASKS: unknown tasks \\['bert_glue_sst3'\\]"):
+  monkeypatch.delenv("PTJ_NOTEBOOK_TASKS", raising=False)
+  assert notebook_setup.setting(tasks=("bert_glue_sst2",)).tasks == ("bert_glue_sst2",)  # the notebook's default
+  monkeypatch.setenv("PTJ_NOTEBOOK_TASKS", "bert_super_glue_cb,bert_glue_rte")
+  chosen = notebook_setup.setting(tasks=("bert_glue_sst2",))
+  assert chosen.tasks == chosen.ensemble_tasks == ("bert_super_glue_cb", "bert_glue_rte")
+  assert chosen.ensemble_prompts == 5 and chosen.train_steps == 100  # the rest is the cpu setting's
+  monkeypatch.setenv("PTJ_NOTEBOOK_TASKS", "bert_glue_sst3")
+  with pytest.raises(ValueError, match="PTJ_NOTEBOOK_TASKS: unknown tasks \\['bert_glue_sst3'\\]"):
     notebook_setup.setting()
