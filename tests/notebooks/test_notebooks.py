@@ -5,6 +5,8 @@ installed into the user's Jupyter directories.
 """
 import json
 import os
+import re
+import subprocess
 import sys
 
 import nbclient
@@ -50,15 +52,24 @@ def test_committed_without_outputs(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_runs_top_to_bottom_in_the_tiny_setting(name, kernel_env):
+def test_runs_top_to_bottom_in_the_tiny_setting(name, kernel_env, tmp_path, monkeypatch):
   from jupyter_client.kernelspec import KernelSpecManager  # pylint: disable=g-import-not-at-top
   assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
+  if name == "scale_ablation.ipynb":  # a real (tiny-shaped) benchmark run feeds its step-time / memory section
+    subprocess.run([sys.executable, "-m", "prompt_tuning_jax.bench", "--models=t5_1_1_small",
+                    "--methods=prompt_tuning,lora", "--batch=2", "--input_length=32", "--target_length=4",
+                    "--steps=1", "--warmup=1", "--no_peft", "--no_flop_ratio", f"--out_dir={tmp_path}"],
+                   check=True, cwd=REPO, capture_output=True)
+    monkeypatch.setenv("PTJ_BENCH_JSON", str(tmp_path / "bench.json"))
   notebook = nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
   client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=300,
                                    resources={"metadata": {"path": NOTEBOOK_DIR}})
   client.execute()
   text = "".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", []))
   assert "TINY=True" in text
+  if name == "scale_ablation.ipynb":
+    assert re.search(r"t5_1_1_small +prompt_tuning +2 x 32 ", text), text
+    assert "scale_step_time_memory.png not saved" in text  # the plot cell ran
 
 
 def test_a_real_setting_takes_its_tasks_from_the_environment(monkeypatch):
