@@ -81,14 +81,20 @@ class BertLayer(nn.Module):
     return _norm(self.config, norm)(x + out)
 
   @nn.compact
-  def __call__(self, h: Array, mask: Array, *, deterministic: bool = True) -> Array:
-    """h [b, l, d], mask [b, 1, 1, l] (keys only) -> [b, l, d]."""
+  def __call__(self, h: Array, mask: Array, *, deterministic: bool = True,
+               query_rows: Optional[int] = None) -> Array:
+    """h [b, l, d], mask [b, 1, 1, l] (keys only) -> [b, l, d], or [b, query_rows, d].
+
+    query_rows: compute only the first rows' outputs (their queries still attend to every row's keys and
+    values); each is the same as in the full layer.
+    """
     cfg = self.config
+    x = h if query_rows is None else h[:, :query_rows]
     out = MultiHeadAttention(cfg.num_heads, cfg.head_dim, "encoder/attention", use_bias=True,
                              dropout_rate=cfg.attention_dropout_rate, kernel_init=INIT, slots=self.slots,
                              dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype, name="attention")(
-                                 h, h, mask, deterministic=deterministic)
-    a = self._add_and_norm(h, out, "post_attention_adapter", "encoder/attention", "post_attention_layer_norm",
+                                 x, h, mask, deterministic=deterministic)
+    a = self._add_and_norm(x, out, "post_attention_adapter", "encoder/attention", "post_attention_layer_norm",
                            deterministic)
     out = MlpBlock(cfg.mlp_dim, (cfg.activation,), "encoder/mlp", use_bias=True, kernel_init=INIT,
                    slots=self.slots, dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype, name="mlp")(
@@ -102,8 +108,13 @@ class BertEncoder(nn.Module):
   slots: Slots = NO_SLOTS
 
   @nn.compact
-  def __call__(self, h: Array, mask: Array, input_ids: Array, *, deterministic: bool = True) -> Array:
-    """h [b, l, d], mask [b, l] bool, input_ids [b, l0] (hook context) -> [b, l, d]."""
+  def __call__(self, h: Array, mask: Array, input_ids: Array, *, deterministic: bool = True,
+               last_layer_rows: Optional[int] = None) -> Array:
+    """h [b, l, d], mask [b, l] bool, input_ids [b, l0] (hook context) -> [b, l, d].
+
+    last_layer_rows: the last layer computes only that many leading rows ([b, last_layer_rows, d] out): the
+    sequence classifier reads row 0 alone, so the rest of the last layer's queries and FFN would be dead work.
+    """
     cfg = self.config
     hook = self.slots.make("layer_input_hook", where="encoder", num_layers=cfg.num_layers, embed_dim=cfg.embed_dim)
     state = None
@@ -111,7 +122,9 @@ class BertEncoder(nn.Module):
       if hook is not None:
         h, state = hook(h, layer=i, state=state, context={"tokens": input_ids, "mask": mask},
                         deterministic=deterministic)
-      h = BertLayer(cfg, self.slots, name=f"layers_{i}")(h, mask[:, None, None, :], deterministic=deterministic)
+      rows = last_layer_rows if i == cfg.num_layers - 1 else None
+      h = BertLayer(cfg, self.slots, name=f"layers_{i}")(h, mask[:, None, None, :], deterministic=deterministic,
+                                                         query_rows=rows)
     return h
 
 
@@ -147,22 +160,24 @@ class BertModel(nn.Module):
     return self.input_transform(embedded, mask, input_ids, prompt_index=prompt_index, deterministic=deterministic)
 
   def encode_from_embeddings(self, embedded: Array, mask: Array, input_ids: Array, *,
-                             deterministic: bool = True) -> Array:
-    """Embedding dropout and the layers: [b, l, d] and [b, l] bool mask -> [b, l, d]."""
+                             deterministic: bool = True, cls_only: bool = False) -> Array:
+    """Embedding dropout and the layers: [b, l, d] and [b, l] bool mask -> [b, l, d] ([b, 1, d] if cls_only)."""
     h = self.dropout(embedded, deterministic=deterministic)
-    return self.encoder(h, mask, input_ids, deterministic=deterministic)
+    return self.encoder(h, mask, input_ids, deterministic=deterministic, last_layer_rows=1 if cls_only else None)
 
   def encode(self, input_ids: Array, attention_mask: Optional[Array] = None,
              token_type_ids: Optional[Array] = None, *, prompt_index: Optional[Array] = None,
-             enable_dropout: bool = False) -> tuple[Array, Array]:
+             enable_dropout: bool = False, cls_only: bool = False) -> tuple[Array, Array]:
     """[b, l] ids -> (hidden [b, l', d], mask [b, l'] bool); l' > l when prompts are added.
 
     `prompt_index` [b] picks each example's prompt from a prompt bank (ensembles, mixed-task batches).
+    cls_only: the last layer computes position 0 alone (hidden [b, 1, d]); what the pooler reads is unchanged.
     """
     mask = input_ids != self.config.pad_token_id if attention_mask is None else attention_mask.astype(bool)
     embedded, mask = self.combine_inputs(self.embed(input_ids, token_type_ids), mask, input_ids,
                                          prompt_index=prompt_index, deterministic=not enable_dropout)
-    return self.encode_from_embeddings(embedded, mask, input_ids, deterministic=not enable_dropout), mask
+    return self.encode_from_embeddings(embedded, mask, input_ids, deterministic=not enable_dropout,
+                                       cls_only=cls_only), mask
 
   def pool(self, hidden: Array) -> Array:
     """[b, l, d] -> tanh(dense(hidden[:, 0])) [b, d]."""
@@ -170,14 +185,18 @@ class BertModel(nn.Module):
 
   def __call__(self, input_ids: Array, attention_mask: Optional[Array] = None,
                token_type_ids: Optional[Array] = None, *, prompt_index: Optional[Array] = None,
-               enable_dropout: bool = False) -> BertOutput:
+               enable_dropout: bool = False, cls_only: bool = False) -> BertOutput:
+    """cls_only: only the pooler is needed (last_hidden_state is then [b, 1, d]; see `encode`)."""
     hidden, _ = self.encode(input_ids, attention_mask, token_type_ids, prompt_index=prompt_index,
-                            enable_dropout=enable_dropout)
+                            enable_dropout=enable_dropout, cls_only=cls_only)
     return BertOutput(last_hidden_state=hidden, pooler_output=self.pool(hidden))
 
 
 class BertForSequenceClassification(nn.Module):
-  """`bert` -> pooler -> dropout -> `classifier` Dense(num_labels): logits [b, num_labels] float32."""
+  """`bert` -> pooler -> dropout -> `classifier` Dense(num_labels): logits [b, num_labels] float32.
+
+  The pooler reads position 0 only, so the last layer computes that row alone (`cls_only`; exact).
+  """
   config: BertConfig
   slots: Slots = NO_SLOTS
 
@@ -187,8 +206,8 @@ class BertForSequenceClassification(nn.Module):
                enable_dropout: bool = False) -> Array:
     cfg = self.config
     pooled = BertModel(cfg, self.slots, name="bert")(input_ids, attention_mask, token_type_ids,
-                                                      prompt_index=prompt_index,
-                                                      enable_dropout=enable_dropout).pooler_output
+                                                      prompt_index=prompt_index, enable_dropout=enable_dropout,
+                                                      cls_only=True).pooler_output
     pooled = nn.Dropout(cfg.dropout_rate)(pooled, deterministic=not enable_dropout)
     return _dense(cfg, cfg.num_labels, ("embed", "labels"), "classifier")(pooled).astype(jnp.float32)
 

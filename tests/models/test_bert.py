@@ -57,6 +57,34 @@ def test_matches_transformers_on_sentence_pairs(minilm):
   assert batch["token_type_ids"].any()
 
 
+def test_sequence_classifier_computes_only_the_cls_row_of_the_last_layer(minilm, minilm_dir):
+  """cls_only (what BertForSequenceClassification uses) pools the same row as the full last layer, with fewer
+  FLOPs, and the classifier matches transformers' BertForSequenceClassification on the real MiniLM."""
+  model, params, _, tokenizer = minilm
+  batch = tokenizer(*PAIRS, padding=True, return_tensors="np")
+  args = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+  apply = lambda cls_only: model.apply({"params": params}, *args, cls_only=cls_only)
+  full, cls = apply(False), apply(True)
+  assert cls.last_hidden_state.shape == (3, 1, full.last_hidden_state.shape[-1])
+  np.testing.assert_allclose(cls.last_hidden_state[:, 0], full.last_hidden_state[:, 0], atol=1e-6, rtol=1e-6)
+  np.testing.assert_allclose(cls.pooler_output, full.pooler_output, atol=1e-6, rtol=1e-6)
+  flops = lambda cls_only: jax.jit(lambda p: model.apply({"params": p}, *args, cls_only=cls_only)).lower(
+      params).compile().cost_analysis()["flops"]
+  assert flops(True) < 0.95 * flops(False)
+
+  head = bert.BertForSequenceClassification(model.config.replace(num_labels=3))
+  classifier = {"kernel": np.random.default_rng(0).normal(0, 0.02, (model.config.embed_dim, 3)).astype(np.float32),
+                "bias": np.zeros(3, np.float32)}
+  ours = head.apply({"params": {"bert": params, "classifier": classifier}}, *args)
+  reference = transformers.BertForSequenceClassification.from_pretrained(
+      minilm_dir, num_labels=3, attn_implementation="eager").eval()
+  with torch.no_grad():
+    reference.classifier.weight.copy_(torch.from_numpy(classifier["kernel"].T))
+    reference.classifier.bias.zero_()
+    theirs = reference(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+  np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=1e-4)
+
+
 def test_default_mask_is_non_pad_tokens(minilm):
   model, params, _, tokenizer = minilm
   batch = tokenizer(SINGLES, padding=True, return_tensors="np")
