@@ -9,6 +9,7 @@ Environment (read when a notebook starts):
                          runs that finished there are reused (scripts/results_runs.py), so a re-run is cheap.
   PTJ_NOTEBOOK_TASKS     comma-separated tasks replacing a non-tiny setting's tasks and ensemble_tasks (and the
                          notebook's own default tasks); the tiny setting ignores it.
+  PTJ_NOTEBOOK_SEEDS     comma-separated seeds replacing a non-tiny setting's seeds.
 """
 import dataclasses
 import os
@@ -37,7 +38,8 @@ def out_dir() -> str:
 def setting(**fields) -> results_config.Setting:
   """The setting of this notebook: tiny (CB, a random tiny BERT, 2 steps) or SETTING_NAME, then `fields`.
 
-  `fields` are the notebook's own defaults; a non-tiny run's PTJ_NOTEBOOK_TASKS replaces their tasks.
+  `fields` are the notebook's own defaults; a non-tiny run's PTJ_NOTEBOOK_TASKS / PTJ_NOTEBOOK_SEEDS replace
+  their tasks / seeds.
   """
   if TINY:
     base = dataclasses.replace(results_config.SETTINGS["smoke"], tasks=("bert_super_glue_cb",), train_steps=2,
@@ -50,6 +52,13 @@ def setting(**fields) -> results_config.Setting:
     if unknown:
       raise ValueError(f"PTJ_NOTEBOOK_TASKS: unknown tasks {unknown}; known: {list(results_config.TASKS)}")
     base = dataclasses.replace(base, tasks=tasks, ensemble_tasks=tasks)
+  if os.environ.get("PTJ_NOTEBOOK_SEEDS"):
+    try:
+      seeds = tuple(int(seed) for seed in os.environ["PTJ_NOTEBOOK_SEEDS"].split(","))
+    except ValueError:
+      raise ValueError(f"PTJ_NOTEBOOK_SEEDS: {os.environ['PTJ_NOTEBOOK_SEEDS']!r} is not a comma-separated list "
+                       "of integers") from None
+    base = dataclasses.replace(base, seeds=seeds)
   return base
 
 

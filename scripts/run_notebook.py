@@ -2,10 +2,10 @@
 
   python scripts/run_notebook.py notebooks/prompt_length_init.ipynb [more.ipynb ...] \
       [--setting=cpu|full] [--out_dir=runs/notebooks/<setting>] [--executed_dir=runs/notebooks/executed] \
-      [--tasks=bert_super_glue_cb,...]
+      [--tasks=bert_super_glue_cb,...] [--seeds=0,1,2]
 
-Sets PTJ_NOTEBOOK_TINY=0, PTJ_NOTEBOOK_SETTING, PTJ_NOTEBOOK_OUT and (with --tasks) PTJ_NOTEBOOK_TASKS
-(notebooks/notebook_setup.py) for the kernel, which is this interpreter. The notebooks in notebooks/ stay without outputs; each executed copy, outputs and all,
+Sets PTJ_NOTEBOOK_TINY=0, PTJ_NOTEBOOK_SETTING, PTJ_NOTEBOOK_OUT and (with --tasks / --seeds)
+PTJ_NOTEBOOK_TASKS / PTJ_NOTEBOOK_SEEDS (notebooks/notebook_setup.py) for the kernel, which is this interpreter. The notebooks in notebooks/ stay without outputs; each executed copy, outputs and all,
 is written to --executed_dir. Runs that finished in --out_dir are reused (scripts/results_runs.py).
 """
 import argparse
@@ -26,9 +26,11 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--executed_dir", default=os.path.join(REPO, "runs", "notebooks", "executed"))
   parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds per cell")
   parser.add_argument("--tasks", help="comma-separated tasks replacing the notebooks' tasks (and ensemble tasks)")
+  parser.add_argument("--seeds", help="comma-separated seeds replacing the setting's seeds")
   args = parser.parse_args(argv)
-  if args.tasks:
-    os.environ["PTJ_NOTEBOOK_TASKS"] = args.tasks
+  for flag, variable in (("tasks", "PTJ_NOTEBOOK_TASKS"), ("seeds", "PTJ_NOTEBOOK_SEEDS")):
+    if getattr(args, flag):
+      os.environ[variable] = getattr(args, flag)
   os.environ.update(PTJ_NOTEBOOK_TINY="0", PTJ_NOTEBOOK_SETTING=args.setting,
                     PTJ_NOTEBOOK_OUT=os.path.abspath(args.out_dir or os.path.join(REPO, "runs", "notebooks",
                                                                                    args.setting)))

@@ -73,7 +73,10 @@ class Prompt(nn.Module):
   @nn.compact
   def __call__(self, embedded: Array, mask: Array, tokens: Array, *, prompt_index: Optional[Array] = None,
                deterministic: bool = True) -> tuple[Array, Array]:
-    """embedded [b, l, d], mask [b, l], prompt_index [b] or None -> ([b, P+l, d], [b, P+l])."""
+    """embedded [b, l, d], mask [b, l], prompt_index [b] or None -> ([b, P+l, d], [b, P+l]).
+
+    The rows come back as layers.RowBlocks (before the offset, prompt, after); `layers.join_rows` joins them.
+    """
     del tokens, deterministic  # The prompt joins before the input dropout; no dropout of its own.
     batch, length = mask.shape
     if self.max_length is not None and self.length + length > self.max_length:
@@ -87,8 +90,9 @@ class Prompt(nn.Module):
       # NOTE: an out-of-range index gives a NaN prompt (loud) rather than a clamped, silently wrong one.
       prompt = jnp.take(bank, prompt_index, axis=0, mode="fill", fill_value=jnp.nan)  # [b, P, d]
     o = self.offset
-    embedded = jnp.concatenate([embedded[:, :o], prompt.astype(embedded.dtype), embedded[:, o:]],
-                               axis=1)  # [b, l, d] -> [b, P+l, d]
+    # [b, l, d] -> [b, P+l, d], kept as blocks: the first layer then forms no input gradient for the token rows
+    blocks = [embedded[:, :o], prompt.astype(embedded.dtype), embedded[:, o:]]
+    embedded = layers.RowBlocks(block for block in blocks if block.shape[1])
     prompt_mask = jnp.ones((batch, self.length), mask.dtype)
     mask = jnp.concatenate([mask[:, :o], prompt_mask, mask[:, o:]], axis=1)  # [b, l] -> [b, P+l]
     return embedded, mask

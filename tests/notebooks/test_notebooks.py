@@ -72,7 +72,7 @@ def test_runs_top_to_bottom_in_the_tiny_setting(name, kernel_env, tmp_path, monk
     assert "scale_step_time_memory.png not saved" in text  # the plot cell ran
 
 
-def test_a_real_setting_takes_its_tasks_from_the_environment(monkeypatch):
+def test_a_real_setting_takes_its_tasks_and_seeds_from_the_environment(monkeypatch):
   monkeypatch.syspath_prepend(NOTEBOOK_DIR)
   import notebook_setup  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(notebook_setup, "TINY", False)
@@ -82,6 +82,12 @@ def test_a_real_setting_takes_its_tasks_from_the_environment(monkeypatch):
   chosen = notebook_setup.setting(tasks=("bert_glue_sst2",))
   assert chosen.tasks == chosen.ensemble_tasks == ("bert_super_glue_cb", "bert_glue_rte")
   assert chosen.ensemble_prompts == 5 and chosen.train_steps == 100  # the rest is the cpu setting's
+  monkeypatch.setenv("PTJ_NOTEBOOK_SEEDS", "0,1,2")
+  assert notebook_setup.setting().seeds == (0, 1, 2)
+  monkeypatch.setenv("PTJ_NOTEBOOK_SEEDS", "0,one")
+  with pytest.raises(ValueError, match="PTJ_NOTEBOOK_SEEDS: '0,one' is not a comma-separated list of integers"):
+    notebook_setup.setting()
+  monkeypatch.delenv("PTJ_NOTEBOOK_SEEDS")
   monkeypatch.setenv("PTJ_NOTEBOOK_TASKS", "bert_glue_sst3")
   with pytest.raises(ValueError, match="PTJ_NOTEBOOK_TASKS: unknown tasks \\['bert_glue_sst3'\\]"):
     notebook_setup.setting()

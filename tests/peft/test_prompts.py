@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from prompt_tuning_jax import gin_utils
-from prompt_tuning_jax.models import bert, t5_config
+from prompt_tuning_jax.models import bert, layers, t5_config
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5
@@ -80,6 +80,7 @@ def test_t5_padding_stays_masked():
   run = lambda method, *args: model.apply({"params": params}, *args, method=method)
   embedded = run(lambda m, t: m.encoder.embed(t), tokens)
   joined, mask = run(lambda m, e, k, t: m.encoder.combine_inputs(e, k, t), embedded, tokens > 0, tokens)
+  joined = layers.join_rows(joined)
   assert mask[:, :P].all() and (np.asarray(mask[:, P:]) == (tokens > 0)).all()
   noise = np.random.default_rng(3).normal(size=joined.shape) * 10 * ~np.asarray(mask)[..., None]
   encode = lambda m, e, k, t: m.encoder.encode_from_embeddings(e, k, t)
@@ -97,6 +98,7 @@ def test_bert_cls_stays_at_position_zero():
   params = init(model, ids)
   embedded = model.apply({"params": params}, ids, method=bert.BertModel.embed)
   joined, mask = model.apply({"params": params}, embedded, ids > 0, ids, method=bert.BertModel.combine_inputs)
+  joined = layers.join_rows(joined)
   np.testing.assert_array_equal(joined[:, 0], embedded[:, 0])  # [CLS] row untouched at 0
   emb, ref_mask = insert(np.asarray(embedded), ids > 0, params["prompt"]["prompt"][0], 1)
   np.testing.assert_array_equal(joined, emb)
@@ -106,6 +108,42 @@ def test_bert_cls_stays_at_position_zero():
   expected = bert.BertModel(BERT_TINY).apply({"params": base_params}, jnp.asarray(emb), jnp.asarray(ref_mask), ids,
                                              method=bert.BertModel.encode_from_embeddings)
   np.testing.assert_allclose(hidden, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("backbone", ["t5", "bert"])
+def test_first_layer_forms_no_input_gradient_for_the_frozen_token_rows(backbone):
+  """The prompt reaches the encoder as RowBlocks: same prompt gradient as through the joined rows, without the
+  layer-0 query/key/value input-gradient products over the l token rows (3 x 2 b l d (n h) FLOPs)."""
+  if backbone == "t5":
+    tokens, model, stack = t5_tokens(), with_prompt(T5, T5_TINY), lambda m: m.encoder
+    params, config = init(model, t5_tokens(), t5_tokens()[:, :3]), T5_TINY
+    prompt_params = params["encoder"]["prompt"]
+    put = lambda p: {**params, "encoder": {**params["encoder"], "prompt": p}}
+  else:
+    tokens = np.random.default_rng(1).integers(1, 97, (3, 9)).astype(np.int32)
+    model, stack, config = with_prompt(bert.BertModel, BERT_TINY), lambda m: m, BERT_TINY
+    params = init(model, tokens)
+    prompt_params = params["prompt"]
+    put = lambda p: {**params, "prompt": p}
+
+  def loss(prompt, join):
+    def encode(m, t):
+      embedded, mask = stack(m).combine_inputs(stack(m).embed(t), t > 0, t)
+      assert isinstance(embedded, layers.RowBlocks)
+      return stack(m).encode_from_embeddings(layers.join_rows(embedded) if join else embedded, mask, t)
+    encoded = model.apply({"params": put(prompt)}, tokens, method=encode)
+    return jnp.sum(encoded * weights)  # not sum(x**2): T5's final RMSNorm makes that nearly constant
+
+  weights = np.random.default_rng(2).normal(size=(tokens.shape[0], tokens.shape[1] + P, config.embed_dim))
+
+  grads = {join: jax.jit(jax.grad(functools.partial(loss, join=join)))(prompt_params) for join in (False, True)}
+  np.testing.assert_allclose(grads[False]["prompt"], grads[True]["prompt"], rtol=1e-4, atol=1e-5)
+  flops = {join: jax.jit(jax.grad(functools.partial(loss, join=join))).lower(prompt_params).compile()
+           .cost_analysis()["flops"] for join in (False, True)}
+  b, l = tokens.shape
+  saved = 3 * 2 * b * l * config.embed_dim * config.num_heads * config.head_dim
+  print(f"{backbone}: joined {flops[True]:.0f} FLOPs, blocks {flops[False]:.0f}, layer-0 dx products {saved}")
+  assert flops[True] - flops[False] >= 0.9 * saved
 
 
 def test_prompt_bank_matches_single_prompts():
