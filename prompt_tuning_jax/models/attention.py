@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from prompt_tuning_jax.models import layers
+from prompt_tuning_jax.models import layers, rows
 from prompt_tuning_jax.models.slots import NO_SLOTS, Slots
 
 Array = jax.Array
@@ -71,18 +71,18 @@ class MultiHeadAttention(nn.Module):
   param_dtype: Any = jnp.float32
 
   def _project(self, name: str, x: Array, features: int, axes: tuple[str, str], init) -> Array:
-    """x [..., in] (or layers.RowBlocks, projected per block) -> [..., features] through `name`, plus a
+    """x [..., in] (or rows.RowBlocks, projected per block) -> [..., features] through `name`, plus a
     projection_delta slot (LoRA) if bound."""
     dense = layers.Dense(features, axes, self.use_bias, init, self.dtype, self.param_dtype, name=name)
     delta = self.slots.make("projection_delta", where=self.where, target=name,
                             in_features=x.shape[-1], out_features=features)
     project = lambda t: dense(t) if delta is None else dense(t) + delta(t).astype(self.dtype)
-    return layers.join_rows(layers.rowwise(project, x))
+    return rows.join_rows(rows.rowwise(project, x))
 
   @nn.compact
   def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Optional[Array] = None,
                bias: Optional[Array] = None, *, deterministic: bool = True, decode: bool = False) -> Array:
-    """Attends from inputs_q [b, q, d] to inputs_kv [b, k, d] (either may be layers.RowBlocks).
+    """Attends from inputs_q [b, q, d] to inputs_kv [b, k, d] (either may be rows.RowBlocks).
 
     Args:
       mask: boolean [b, 1|n, q, k], True where attention is allowed.
@@ -130,7 +130,7 @@ class MultiHeadAttention(nn.Module):
     head_adapter = self.slots.make("attention_head_adapter", where=self.where, embed_dim=embed,
                                    num_heads=self.num_heads, head_dim=self.head_dim)
     if head_adapter is not None:
-      heads = heads + head_adapter(layers.join_rows(inputs_q), deterministic=deterministic).astype(heads.dtype)
+      heads = heads + head_adapter(rows.join_rows(inputs_q), deterministic=deterministic).astype(heads.dtype)
     return self._project("out", heads, embed, ("joined_kv", "embed"), self.kernel_init)
 
   def _update_cache(self, key: Array, value: Array) -> tuple[Array, Array]:

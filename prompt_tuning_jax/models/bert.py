@@ -22,7 +22,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from prompt_tuning_jax.models import layers
+from prompt_tuning_jax.models import layers, rows
 from prompt_tuning_jax.models.attention import MultiHeadAttention
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.mlp import MlpBlock
@@ -83,20 +83,20 @@ class BertLayer(nn.Module):
   @nn.compact
   def __call__(self, h: Array, mask: Array, *, deterministic: bool = True,
                query_rows: Optional[int] = None) -> Array:
-    """h [b, l, d] (or layers.RowBlocks), mask [b, 1, 1, l] (keys only) -> [b, l, d], or [b, query_rows, d].
+    """h [b, l, d] (or rows.RowBlocks), mask [b, 1, 1, l] (keys only) -> [b, l, d], or [b, query_rows, d].
 
     query_rows: compute only the first rows' outputs (their queries still attend to every row's keys and
     values); each is the same as in the full layer.
     """
     cfg = self.config
     if query_rows is not None:
-      h = layers.join_rows(h)
+      h = rows.join_rows(h)
     x = h if query_rows is None else h[:, :query_rows]
     out = MultiHeadAttention(cfg.num_heads, cfg.head_dim, "encoder/attention", use_bias=True,
                              dropout_rate=cfg.attention_dropout_rate, kernel_init=INIT, slots=self.slots,
                              dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype, name="attention")(
                                  x, h, mask, deterministic=deterministic)
-    x = layers.join_rows(x)
+    x = rows.join_rows(x)
     a = self._add_and_norm(x, out, "post_attention_adapter", "encoder/attention", "post_attention_layer_norm",
                            deterministic)
     out = MlpBlock(cfg.mlp_dim, (cfg.activation,), "encoder/mlp", use_bias=True, kernel_init=INIT,
@@ -123,11 +123,11 @@ class BertEncoder(nn.Module):
     state = None
     for i in range(cfg.num_layers):
       if hook is not None:
-        h, state = hook(layers.join_rows(h), layer=i, state=state, context={"tokens": input_ids, "mask": mask},
+        h, state = hook(rows.join_rows(h), layer=i, state=state, context={"tokens": input_ids, "mask": mask},
                         deterministic=deterministic)
-      rows = last_layer_rows if i == cfg.num_layers - 1 else None
+      query_rows = last_layer_rows if i == cfg.num_layers - 1 else None
       h = BertLayer(cfg, self.slots, name=f"layers_{i}")(h, mask[:, None, None, :], deterministic=deterministic,
-                                                         query_rows=rows)
+                                                         query_rows=query_rows)
     return h
 
 
@@ -164,9 +164,9 @@ class BertModel(nn.Module):
 
   def encode_from_embeddings(self, embedded: Array, mask: Array, input_ids: Array, *,
                              deterministic: bool = True, cls_only: bool = False) -> Array:
-    """Embedding dropout and the layers: [b, l, d] (or layers.RowBlocks) and [b, l] bool mask -> [b, l, d]
+    """Embedding dropout and the layers: [b, l, d] (or rows.RowBlocks) and [b, l] bool mask -> [b, l, d]
     ([b, 1, d] if cls_only)."""
-    h = layers.rowwise(lambda block: self.dropout(block, deterministic=deterministic), embedded)
+    h = rows.rowwise(lambda block: self.dropout(block, deterministic=deterministic), embedded)
     return self.encoder(h, mask, input_ids, deterministic=deterministic, last_layer_rows=1 if cls_only else None)
 
   def encode(self, input_ids: Array, attention_mask: Optional[Array] = None,

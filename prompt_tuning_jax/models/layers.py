@@ -26,35 +26,6 @@ def param_with_axes(module: nn.Module, name: str, init: Initializer, shape: Sequ
   return module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype)
 
 
-class RowBlocks(tuple):
-  """Consecutive blocks [b, l_i, d] of one sequence [b, sum l_i, d] (axis 1), kept apart until rows mix.
-
-  What the prompt slot hands the encoder: (tokens before the prompt, prompt, tokens after). The first layer's
-  row-wise work (norm, query/key/value projections) runs per block, so autodiff forms no input gradient for
-  a block that no trained parameter reaches (frozen token embeddings), where one joined array would get the
-  whole [b, P + l, d] input gradient and then slice the prompt rows out (XLA does not sink a slice through a
-  dot). Exact: only which products are formed changes.
-  """
-
-  @property
-  def shape(self) -> tuple[int, ...]:
-    first = self[0].shape
-    return first[:1] + (sum(block.shape[1] for block in self),) + first[2:]
-
-  def join(self) -> Array:
-    return jnp.concatenate(self, axis=1)
-
-
-def join_rows(x: "Array | RowBlocks") -> Array:
-  """x itself, or its blocks joined along axis 1."""
-  return x.join() if isinstance(x, RowBlocks) else x
-
-
-def rowwise(fn: Callable[[Array], Array], x: "Array | RowBlocks") -> "Array | RowBlocks":
-  """fn(x) for an array; for RowBlocks, fn on each block (fn must treat rows independently)."""
-  return RowBlocks(fn(block) for block in x) if isinstance(x, RowBlocks) else fn(x)
-
-
 class Dense(nn.Module):
   """A dense layer `y = x @ kernel (+ bias)` over the last axis.
 

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from prompt_tuning_jax.models import layers
+from prompt_tuning_jax.models import layers, rows
 from prompt_tuning_jax.models.attention import MultiHeadAttention
 from prompt_tuning_jax.models.mlp import MlpBlock
 from prompt_tuning_jax.models.slots import Slots
@@ -66,10 +66,10 @@ class EncoderLayer(nn.Module, _Sublayers):
 
   @nn.compact
   def __call__(self, x: Array, mask: Array, bias: Array, deterministic: bool) -> tuple[Array, None]:
-    """x [b, l, d] (or layers.RowBlocks of it), mask [b, 1, 1, l], bias [1, n, l, l] -> ([b, l, d], None)."""
-    h = layers.rowwise(self.norm("pre_attention_layer_norm"), x)
+    """x [b, l, d] (or rows.RowBlocks of it), mask [b, 1, 1, l], bias [1, n, l, l] -> ([b, l, d], None)."""
+    h = rows.rowwise(self.norm("pre_attention_layer_norm"), x)
     out = self.attention("attention", "encoder/attention")(h, h, mask, bias, deterministic=deterministic)
-    x, h = layers.join_rows(x), layers.join_rows(h)
+    x, h = rows.join_rows(x), rows.join_rows(h)
     x = self.residual(x, h, out, "encoder/attention", "post_attention_adapter", deterministic)
     return self.mlp(x, "encoder/mlp", deterministic), None
 
@@ -119,11 +119,11 @@ def apply_layers(stack: nn.Module, layer_modules, x: Array, args: tuple, hook: O
   if isinstance(layer_modules, nn.Module):
     if hook is not None:
       raise ValueError(f"{stack.name}: the layer_input_hook slot needs per-layer calls; set scan_layers=False")
-    return layer_modules(layers.join_rows(x), *args)[0]
+    return layer_modules(rows.join_rows(x), *args)[0]
   state = None
   for i, layer in enumerate(layer_modules):
     if hook is not None:
-      x, state = hook(layers.join_rows(x), layer=i, state=state, context=context, deterministic=deterministic)
+      x, state = hook(rows.join_rows(x), layer=i, state=state, context=context, deterministic=deterministic)
     x, _ = layer(x, *args)
   return x
 
@@ -159,8 +159,8 @@ class Encoder(nn.Module):
 
   def encode_from_embeddings(self, embedded: Array, mask: Array, tokens: Array, *,
                              deterministic: bool = True) -> Array:
-    """[b, l, d] embedded inputs (or layers.RowBlocks of them) and [b, l] bool mask -> encoded [b, l, d]."""
-    x = layers.rowwise(lambda block: self.dropout(block, deterministic=deterministic), embedded)
+    """[b, l, d] embedded inputs (or rows.RowBlocks of them) and [b, l] bool mask -> encoded [b, l, d]."""
+    x = rows.rowwise(lambda block: self.dropout(block, deterministic=deterministic), embedded)
     positions = jnp.arange(x.shape[1])
     bias = self.relpos_bias(positions, positions)  # [1, n, l, l]
     attention_mask = mask[:, None, None, :]  # key padding only, as in HF T5

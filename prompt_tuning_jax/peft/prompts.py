@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from prompt_tuning_jax.models import layers
+from prompt_tuning_jax.models import layers, rows
 from prompt_tuning_jax.peft import prompt_init
 
 Array = jax.Array
@@ -75,7 +75,7 @@ class Prompt(nn.Module):
                deterministic: bool = True) -> tuple[Array, Array]:
     """embedded [b, l, d], mask [b, l], prompt_index [b] or None -> ([b, P+l, d], [b, P+l]).
 
-    The rows come back as layers.RowBlocks (before the offset, prompt, after); `layers.join_rows` joins them.
+    The rows come back as rows.RowBlocks (before the offset, prompt, after); `rows.join_rows` joins them.
     """
     del tokens, deterministic  # The prompt joins before the input dropout; no dropout of its own.
     batch, length = mask.shape
@@ -92,7 +92,7 @@ class Prompt(nn.Module):
     o = self.offset
     # [b, l, d] -> [b, P+l, d], kept as blocks: the first layer then forms no input gradient for the token rows
     blocks = [embedded[:, :o], prompt.astype(embedded.dtype), embedded[:, o:]]
-    embedded = layers.RowBlocks(block for block in blocks if block.shape[1])
+    embedded = rows.RowBlocks(block for block in blocks if block.shape[1])
     prompt_mask = jnp.ones((batch, self.length), mask.dtype)
     mask = jnp.concatenate([mask[:, :o], prompt_mask, mask[:, o:]], axis=1)  # [b, l] -> [b, P+l]
     return embedded, mask

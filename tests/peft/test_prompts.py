@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from prompt_tuning_jax import gin_utils
-from prompt_tuning_jax.models import bert, layers, t5_config
+from prompt_tuning_jax.models import bert, rows, t5_config
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5
@@ -80,7 +80,7 @@ def test_t5_padding_stays_masked():
   run = lambda method, *args: model.apply({"params": params}, *args, method=method)
   embedded = run(lambda m, t: m.encoder.embed(t), tokens)
   joined, mask = run(lambda m, e, k, t: m.encoder.combine_inputs(e, k, t), embedded, tokens > 0, tokens)
-  joined = layers.join_rows(joined)
+  joined = rows.join_rows(joined)
   assert mask[:, :P].all() and (np.asarray(mask[:, P:]) == (tokens > 0)).all()
   noise = np.random.default_rng(3).normal(size=joined.shape) * 10 * ~np.asarray(mask)[..., None]
   encode = lambda m, e, k, t: m.encoder.encode_from_embeddings(e, k, t)
@@ -98,7 +98,7 @@ def test_bert_cls_stays_at_position_zero():
   params = init(model, ids)
   embedded = model.apply({"params": params}, ids, method=bert.BertModel.embed)
   joined, mask = model.apply({"params": params}, embedded, ids > 0, ids, method=bert.BertModel.combine_inputs)
-  joined = layers.join_rows(joined)
+  joined = rows.join_rows(joined)
   np.testing.assert_array_equal(joined[:, 0], embedded[:, 0])  # [CLS] row untouched at 0
   emb, ref_mask = insert(np.asarray(embedded), ids > 0, params["prompt"]["prompt"][0], 1)
   np.testing.assert_array_equal(joined, emb)
@@ -129,8 +129,8 @@ def test_first_layer_forms_no_input_gradient_for_the_frozen_token_rows(backbone)
   def loss(prompt, join):
     def encode(m, t):
       embedded, mask = stack(m).combine_inputs(stack(m).embed(t), t > 0, t)
-      assert isinstance(embedded, layers.RowBlocks)
-      return stack(m).encode_from_embeddings(layers.join_rows(embedded) if join else embedded, mask, t)
+      assert isinstance(embedded, rows.RowBlocks)
+      return stack(m).encode_from_embeddings(rows.join_rows(embedded) if join else embedded, mask, t)
     encoded = model.apply({"params": put(prompt)}, tokens, method=encode)
     return jnp.sum(encoded * weights)  # not sum(x**2): T5's final RMSNorm makes that nearly constant
 
