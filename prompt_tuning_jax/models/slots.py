@@ -14,7 +14,7 @@ Slot contracts (shapes use b=batch, l=length, d=embed, n=heads, h=head_dim):
   input_transform(where, embed_dim) -> m(embedded [b,l,d], mask [b,l], tokens [b,l], *, prompt_index, deterministic)
       -> (embedded [b,l',d], mask [b,l'])            prompt tuning (before input dropout); prompt_index [b]
                                                      or None picks each example's prompt from a bank;
-                                                     embedded may be layers.RowBlocks (blocks joined by the
+                                                     embedded may be rows.RowBlocks (blocks joined by the
                                                      first layer after its row-wise work)
   layer_input_hook(where, num_layers, embed_dim) -> m(h [b,l,d], layer: int, state, context, *, deterministic)
       -> (h, state)                                  PASTA deltas, GPC cell between layers
