@@ -5,8 +5,9 @@
       [--tasks=bert_super_glue_cb,...] [--seeds=0,1,2]
 
 Sets PTJ_NOTEBOOK_TINY=0, PTJ_NOTEBOOK_SETTING, PTJ_NOTEBOOK_OUT and (with --tasks / --seeds)
-PTJ_NOTEBOOK_TASKS / PTJ_NOTEBOOK_SEEDS (notebooks/notebook_setup.py) for the kernel, which is this interpreter. The notebooks in notebooks/ stay without outputs; each executed copy, outputs and all,
-is written to --executed_dir. Runs that finished in --out_dir are reused (scripts/results_runs.py).
+PTJ_NOTEBOOK_TASKS / PTJ_NOTEBOOK_SEEDS (notebooks/notebook_setup.py) for the kernel, which is this interpreter.
+The notebooks in notebooks/ stay without outputs; each executed copy, outputs and all, is written to
+--executed_dir. Runs that finished in --out_dir are reused (scripts/results_runs.py).
 """
 import argparse
 import os

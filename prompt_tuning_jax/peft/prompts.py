@@ -72,7 +72,7 @@ class Prompt(nn.Module):
 
   @nn.compact
   def __call__(self, embedded: Array, mask: Array, tokens: Array, *, prompt_index: Optional[Array] = None,
-               deterministic: bool = True) -> tuple[Array, Array]:
+               deterministic: bool = True) -> tuple[rows.Rows, Array]:
     """embedded [b, l, d], mask [b, l], prompt_index [b] or None -> ([b, P+l, d], [b, P+l]).
 
     The rows come back as rows.RowBlocks (before the offset, prompt, after); `rows.join_rows` joins them.

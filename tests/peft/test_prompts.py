@@ -126,6 +126,8 @@ def test_first_layer_forms_no_input_gradient_for_the_frozen_token_rows(backbone)
     prompt_params = params["prompt"]
     put = lambda p: {**params, "prompt": p}
 
+  weights = np.random.default_rng(2).normal(size=(tokens.shape[0], tokens.shape[1] + P, config.embed_dim))
+
   def loss(prompt, join):
     def encode(m, t):
       embedded, mask = stack(m).combine_inputs(stack(m).embed(t), t > 0, t)
@@ -133,8 +135,6 @@ def test_first_layer_forms_no_input_gradient_for_the_frozen_token_rows(backbone)
       return stack(m).encode_from_embeddings(rows.join_rows(embedded) if join else embedded, mask, t)
     encoded = model.apply({"params": put(prompt)}, tokens, method=encode)
     return jnp.sum(encoded * weights)  # not sum(x**2): T5's final RMSNorm makes that nearly constant
-
-  weights = np.random.default_rng(2).normal(size=(tokens.shape[0], tokens.shape[1] + P, config.embed_dim))
 
   grads = {join: jax.jit(jax.grad(functools.partial(loss, join=join)))(prompt_params) for join in (False, True)}
   np.testing.assert_allclose(grads[False]["prompt"], grads[True]["prompt"], rtol=1e-4, atol=1e-5)
