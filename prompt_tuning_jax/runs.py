@@ -28,6 +28,7 @@ from prompt_tuning_jax.params import configured
 from prompt_tuning_jax.peft import prompts, trainable
 from prompt_tuning_jax.train import data as train_data
 from prompt_tuning_jax.train import outputs, trainer
+from tasks import buckets as buckets_lib
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
           seed: int = 0, checkpoint_period: int = 100, keep_last: int = 2, keep_best: int = 1,
           best_metric: Optional[str] = None, num_partitions: int = 1, skip_malformed: bool = False,
           show_progress: bool = True, prompt_seed: Optional[int] = None,
-          data_seed: Optional[int] = None) -> dict[str, Any]:
+          data_seed: Optional[int] = None,
+          buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()) -> dict[str, Any]:
   """Trains `model`'s PEFT parameters on a task; returns the final train (and eval/...) metrics.
 
   Writes MODEL_DIR/config.gin (the resolved gin config), checkpoints/, train/ and eval/ TensorBoard runs,
@@ -99,6 +101,8 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
   `eval_split=None` turns evaluation off; `eval_period=0` evaluates only at the end.
   Seeds: `seed` draws every initialised leaf (and dropout); `prompt_seed` the prompt init, `data_seed` the data
   order (both default to `seed`). Prompt ensembles vary only these two, so the K runs share all else.
+  `buckets`: length buckets for training and evaluation batches (tasks/buckets.py; None = every batch padded
+  to TASK_FEATURE_LENGTHS); the step compiles once per bucket, and the run log counts the compiles.
   """
   check_task_name(mixture_or_task_name)
   os.makedirs(model_dir, exist_ok=True)
@@ -109,14 +113,14 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
     evaluate = evaluator.make_evaluate_fn(
         task_name=mixture_or_task_name, split=eval_split, feature_lengths=task_feature_lengths,
         batch_size=eval_batch_size or batch_size, data_dir=data_dir, scoring=scoring,
-        max_examples=eval_max_examples, output_dir=os.path.join(model_dir, "eval"))
+        max_examples=eval_max_examples, output_dir=os.path.join(model_dir, "eval"), buckets=buckets)
   metadata = {**model_metadata(model), "task": mixture_or_task_name, "feature_lengths": dict(task_feature_lengths),
               "initial_checkpoint_path": initial_checkpoint_path, "vocabulary": vocabulary_metadata(mixture_or_task_name)}
   prompt_seed = seed if prompt_seed is None else prompt_seed
   data_seed = seed if data_seed is None else data_seed
   metadata.update(prompt_seed=prompt_seed, data_seed=data_seed)
   data = train_data.task_train_data(mixture_or_task_name, task_feature_lengths, split=train_split, seed=data_seed,
-                                    data_dir=data_dir, skip_malformed=skip_malformed)
+                                    data_dir=data_dir, skip_malformed=skip_malformed, buckets=buckets)
   return trainer.train(
       model=model, model_dir=model_dir, train_steps=train_steps, batch_size=batch_size, train_data=data,
       evaluate=evaluate, initial_checkpoint_path=initial_checkpoint_path, optimizer=gin_optimizer(),
@@ -170,7 +174,8 @@ def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] 
              initial_checkpoint_path: Optional[str] = None, split: str = "validation",
              checkpoint_step: Any = "latest", data_dir: Optional[str] = None, scoring: str = "auto",
              num_beams: int = 1, max_decode_length: Optional[int] = None, max_examples: Optional[int] = None,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()
+             ) -> dict[str, Any]:
   """Evaluates one trained run, or a prompt ensemble of several, on a split; writes OUTPUT_DIR's
   predictions.jsonl and metrics.json and returns the metrics.
 
@@ -184,7 +189,7 @@ def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] 
   dirs = [checkpoint_dirs] if isinstance(checkpoint_dirs, str) else list(checkpoint_dirs)
   common = dict(task_name=mixture_or_task_name, split=split, feature_lengths=dict(task_feature_lengths),
                 batch_size=batch_size, data_dir=data_dir, scoring=scoring, max_examples=max_examples,
-                output_dir=output_dir)
+                output_dir=output_dir, buckets=buckets)
   restored = [restore_params(model, d, initial_checkpoint_path, checkpoint_step, seed) for d in dirs]
   for directory, (_, step) in zip(dirs, restored):
     log.info("evaluating %s step %d on %s:%s", directory, step, mixture_or_task_name, split)

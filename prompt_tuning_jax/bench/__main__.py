@@ -49,7 +49,34 @@ def parser() -> argparse.ArgumentParser:
                  help="only the FLOP ratios of the grid's prompt tuning rows (nothing runs: any size fits a CPU)")
   p.add_argument("--no_peft", action="store_true", help="skip the HF PEFT side")
   p.add_argument("--out_dir", default="bench_results")
+  p.add_argument("--end_to_end", action="store_true",
+                 help="real data through the input pipeline and step vs transformers + PEFT loops (end_to_end.py); "
+                      "takes --tasks, --methods (default lora,prompt_tuning,full_finetuning), --batch, --examples")
+  p.add_argument("--tasks", type=_names, default=["sst2", "rte"], help="--end_to_end: comma list of sst2, rte")
+  p.add_argument("--examples", type=_ints, default=[4096, 1024],
+                 help="--end_to_end: training examples per loop, per task (comma list in --tasks order)")
   return p
+
+
+def end_to_end_main(args: argparse.Namespace, command: str) -> int:
+  """--end_to_end: the rows of end_to_end.py -> out_dir/end_to_end.json, end_to_end.md, command.txt."""
+  from prompt_tuning_jax.bench import end_to_end  # pylint: disable=g-import-not-at-top
+  methods = args.methods or ["lora", "prompt_tuning", "full_finetuning"]
+  unknown = sorted(set(args.tasks) - set(end_to_end.TASKS)) + sorted(set(methods) - set(end_to_end.METHOD_FILES))
+  if unknown or len(args.examples) < len(args.tasks):
+    print(f"error: --end_to_end: unknown {unknown} (tasks {sorted(end_to_end.TASKS)}, methods "
+          f"{sorted(end_to_end.METHOD_FILES)}), or fewer --examples than --tasks", file=sys.stderr)
+    return 2
+  batch = args.batch[0] if args.batch != [8] else 32
+  steps = {task: max(1, n // batch) for task, n in zip(args.tasks, args.examples)}
+  rows = end_to_end.run(args.tasks, methods, batch, steps)
+  result = {"command": command, "versions": {"jax": jax.__version__, **end_to_end.peft_side.versions()},
+            "cpu_count": os.cpu_count(), "rows": rows}
+  table = end_to_end.markdown(rows)
+  paths = report.write_files(args.out_dir, "end_to_end", result, f"`{command}`\n\n{table}", command)
+  print(table)
+  print(f"wrote {', '.join(paths.values())}", file=sys.stderr)
+  return 0
 
 
 def rows_from(args: argparse.Namespace) -> list[grid.Row]:
@@ -86,11 +113,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   args = parser().parse_args(argv)
   try:
-    rows = rows_from(args)
+    rows = [] if args.end_to_end else rows_from(args)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   command = shlex.join(["python", "-m", "prompt_tuning_jax.bench", *argv])
+  if args.end_to_end:
+    return end_to_end_main(args, command)
   result = runner.run(rows, options_from(args), command, flop_ratios=not args.no_flop_ratio,
                       num_prompts=args.ensemble, flops_only=args.flops_only)
   paths = report.write(result, args.out_dir)

@@ -95,14 +95,17 @@ def markdown(result: dict) -> str:
   return "\n".join(lines + targets_table(result["targets"])) + "\n"
 
 
-def write(result: dict[str, Any], out_dir: str) -> dict[str, str]:
-  """Writes the three files into out_dir (created) -> their paths."""
+def write_files(out_dir: str, stem: str, result: dict[str, Any], text: str, command: str) -> dict[str, str]:
+  """out_dir/{stem}.json (result), {stem}.md (text) and command.txt -> their paths."""
   os.makedirs(out_dir, exist_ok=True)
-  paths = {name: os.path.join(out_dir, name) for name in ("bench.json", "bench.md", "command.txt")}
-  with open(paths["bench.json"], "w") as f:
-    json.dump(result, f, indent=1)
-  with open(paths["bench.md"], "w") as f:
-    f.write(markdown(result))
-  with open(paths["command.txt"], "w") as f:
-    f.write(result["command"] + "\n")
+  paths = {name: os.path.join(out_dir, name) for name in (f"{stem}.json", f"{stem}.md", "command.txt")}
+  for name, content in ((f"{stem}.json", json.dumps(result, indent=1)), (f"{stem}.md", text),
+                        ("command.txt", command + "\n")):
+    with open(paths[name], "w") as f:
+      f.write(content)
   return paths
+
+
+def write(result: dict[str, Any], out_dir: str) -> dict[str, str]:
+  """Writes bench.json, bench.md and command.txt into out_dir (created) -> their paths."""
+  return write_files(out_dir, "bench", result, markdown(result), result["command"])

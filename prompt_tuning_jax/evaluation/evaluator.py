@@ -6,7 +6,7 @@
 
 Scoring: 'rank' (T5: score every label string, rank_classification.py), 'generate' (T5: greedy, or beam search
 when num_beams > 1; the text goes through the task's postprocess_fn), 'classifier' (BERT sequence heads),
-'token_classifier' (BERT token heads, NER: the argmax tag of every token; the task's postprocess_fn keeps the
+'token_classifier' (BERT token heads, NER: the argmax tag of every real token; the task's postprocess_fn keeps the
 first WordPiece of each word, i.e. the positions labelled in the data, and span_f1 scores the word tags). 'auto':
 rank for T5 classification tasks, generate for generative ones (ReCoRD, STS-B), classifier / token_classifier for
 BERT. The last
@@ -16,7 +16,7 @@ predictions.jsonl (one line per example) and metrics.json, each written atomical
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ import tensorflow as tf
 from prompt_tuning_jax.evaluation import ensemble, rank_classification
 from prompt_tuning_jax.models import bert, decoding, t5
 from prompt_tuning_jax.train import outputs
+from tasks import buckets as buckets_lib
 from tasks import formats, registry
 
 GENERATIVE_KINDS = ("stsb", "record")  # T5 tasks decoded as text even when they have label strings
@@ -40,12 +41,15 @@ class EvalData:
   """One split of one task, read once.
 
   Attributes:
-    task: the seqio task. batches: model inputs, each [batch_size, ...] int32 (the last one padded).
+    task: the seqio task. batches: model inputs, each [batch_size, ...] int32 (the last one padded), in
+      length order and cut to length buckets (tasks/buckets.py), or in the split's order at the full length.
+    order: [n] the example of each batch row (row j of the concatenated batches is example order[j]).
     examples: the n real examples' task features (numpy). targets: n postprocessed targets. inputs: n texts.
     labels: label strings or None. vocabulary: the targets vocabulary (T5) or None. label_tokens: [C, t] or None.
   """
   task: seqio.Task
   batches: list[dict[str, np.ndarray]]
+  order: np.ndarray
   examples: list[dict[str, Any]]
   targets: list[Any]
   inputs: list[str]
@@ -53,14 +57,23 @@ class EvalData:
   vocabulary: Optional[seqio.Vocabulary]
   label_tokens: Optional[np.ndarray]
 
+  def in_split_order(self, values: Sequence[Any]) -> list[Any]:
+    """One value per batch row (pad rows included) -> the n examples' values in the split's order."""
+    ordered = [None] * len(self.examples)
+    for value, example in zip(values, self.order):
+      ordered[example] = value
+    return ordered
+
   def predictions(self, outputs: list[Any]) -> list[Any]:
     """Raw outputs (label strings, class ids or texts), one per example -> postprocessed predictions."""
     return [self.task.postprocess_fn(o, example=ex, is_target=False) for o, ex in zip(outputs, self.examples)]
 
 
 def load_eval_data(task_name: str, split: str, feature_lengths: dict[str, int], batch_size: int,
-                   data_dir: Optional[str] = None, max_examples: Optional[int] = None) -> EvalData:
-  """Reads (the first `max_examples` of) a split into fixed-shape numpy batches; the last one is padded."""
+                   data_dir: Optional[str] = None, max_examples: Optional[int] = None,
+                   buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()) -> EvalData:
+  """Reads (the first `max_examples` of) a split into numpy batches of `batch_size` rows (the last one padded),
+  sorted by length and cut to `buckets` (None: the split's order, padded to `feature_lengths`)."""
   info, task = registry.task_info(task_name), seqio.get_mixture_or_task(task_name)
   model_ds = registry.model_dataset(task_name, split, feature_lengths, data_dir=data_dir)
   is_t5 = info.family in (registry.T5, registry.T5_TASKLESS)
@@ -70,18 +83,15 @@ def load_eval_data(task_name: str, split: str, feature_lengths: dict[str, int], 
   if not pairs:
     raise ValueError(f"{task_name} split {split!r} gave no examples (max_examples={max_examples})")
   rows, examples = [{k: v for k, v in f.items() if k in INPUT_KEYS} for f, _ in pairs], [ex for _, ex in pairs]
-  batches = []
-  for start in range(0, len(rows), batch_size):
-    chunk = rows[start:start + batch_size]
-    chunk += [chunk[-1]] * (batch_size - len(chunk))  # pad rows: copies of the last real row
-    batches.append({k: np.stack([row[k] for row in chunk]).astype(np.int32) for k in chunk[0]})
+  batches, order = buckets_lib.sorted_batches(rows, batch_size, buckets)
+  batches = [{k: v.astype(np.int32) for k, v in batch.items()} for batch in batches]
   inputs = [ex["inputs_pretokenized"].decode() if is_t5 else task.output_features["input_ids"].vocabulary.decode(
       [int(i) for i in ex["input_ids"]]) for ex in examples]
   targets = [task.postprocess_fn(ex.get("targets_pretokenized", ex.get("labels")), example=ex, is_target=True)
              for ex in examples]
   labels, vocabulary = registry.label_strings(task_name), task.output_features["targets"].vocabulary if is_t5 else None
   label_tokens = rank_classification.label_token_matrix(vocabulary, labels) if is_t5 and labels else None
-  return EvalData(task, batches, examples, targets, inputs, labels, vocabulary, label_tokens)
+  return EvalData(task, batches, order, examples, targets, inputs, labels, vocabulary, label_tokens)
 
 
 def resolve_scoring(model: nn.Module, task_name: str, scoring: str) -> str:
@@ -115,9 +125,7 @@ def write_results(output_dir: str, records: list[dict[str, Any]], metrics: dict[
 
 
 def _class_outputs(how: str, labels: Optional[list[str]], ids: np.ndarray) -> list[Any]:
-  """What postprocess_fn reads: label strings (rank), class ids [n] (classifier) or tag ids [n, l] per token."""
-  if how == "token_classifier":
-    return list(ids)
+  """What postprocess_fn reads: label strings (rank) or class ids [n] (classifier)."""
   return [labels[i] for i in ids] if how == "rank" else [int(i) for i in ids]
 
 
@@ -125,9 +133,11 @@ def make_evaluate_fn(*, task_name: str, split: str, feature_lengths: dict[str, i
                      data_dir: Optional[str] = None, scoring: str = "auto", num_beams: int = 1,
                      max_decode_length: Optional[int] = None, max_examples: Optional[int] = None,
                      output_dir: Optional[str] = None, prompt_index: Optional[int] = None,
-                     length_normalize: bool = False) -> Callable[[nn.Module, dict], dict[str, Any]]:
+                     length_normalize: bool = False,
+                     buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()
+                     ) -> Callable[[nn.Module, dict], dict[str, Any]]:
   """Reads the split once (numpy) and returns `(model, params) -> metrics`, as `evaluate` computes them."""
-  data = load_eval_data(task_name, split, feature_lengths, batch_size, data_dir, max_examples)
+  data = load_eval_data(task_name, split, feature_lengths, batch_size, data_dir, max_examples, buckets)
   decode_length = max_decode_length or feature_lengths.get("targets")
   index = None if prompt_index is None else jnp.full((batch_size,), prompt_index, jnp.int32)
 
@@ -140,7 +150,8 @@ def make_evaluate_fn(*, task_name: str, split: str, feature_lengths: dict[str, i
         if scores.shape[-1] != len(data.labels):
           raise ValueError(f"{task_name} has {len(data.labels)} tags, but the model's classifier has "
                            f"{scores.shape[-1]} outputs (set NUM_LABELS = {len(data.labels)})")
-        return _class_outputs(how, data.labels, scores.argmax(-1)), None  # per-token scores: too big to write
+        lengths = np.asarray(batch["attention_mask"]).sum(-1)  # [b] real tokens
+        return [row[:n] for row, n in zip(scores.argmax(-1), lengths)], None  # per-token scores: too big to write
       return _class_outputs(how, data.labels, scores.argmax(-1)), scores
     tokens, kwargs = batch["encoder_input_tokens"], dict(max_decode_length=decode_length,
                                                          eos_id=data.vocabulary.eos_id, prompt_index=index)
@@ -160,7 +171,7 @@ def make_evaluate_fn(*, task_name: str, split: str, feature_lengths: dict[str, i
       batch_outputs, batch_scores = predict(model, params, batch, how)
       outputs += batch_outputs
       scores += [None] * len(batch_outputs) if batch_scores is None else list(batch_scores)
-    outputs, scores = outputs[:n], scores[:n]  # drop the pad rows
+    outputs, scores = data.in_split_order(outputs), data.in_split_order(scores)  # pad rows dropped
     predictions = data.predictions(outputs)
     metrics = {**ensemble.compute_metrics(registry.task_metrics(task_name), data.targets, predictions),
                "scoring": how, "num_examples": n}
@@ -175,16 +186,20 @@ def evaluate(model: nn.Module, params: dict, *, task_name: str, split: str, feat
              batch_size: int, data_dir: Optional[str] = None, scoring: str = "auto", num_beams: int = 1,
              max_decode_length: Optional[int] = None, max_examples: Optional[int] = None,
              output_dir: Optional[str] = None, prompt_index: Optional[int] = None,
-             length_normalize: bool = False) -> dict[str, Any]:
+             length_normalize: bool = False,
+             buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()) -> dict[str, Any]:
   """-> {metric: value, ..., 'scoring', 'num_examples'}. `prompt_index`: one prompt of a bank for every example;
-  `length_normalize`: rank scores / label token count; `max_decode_length` defaults to feature_lengths['targets']."""
+  `length_normalize`: rank scores / label token count; `max_decode_length` defaults to feature_lengths['targets'];
+  `buckets`: length buckets for the batches (None: fixed padding; the predictions are the same)."""
   return make_evaluate_fn(**{k: v for k, v in locals().items() if k not in ("model", "params")})(model, params)
 
 
 def evaluate_ensemble_dataset(model: nn.Module, bank_params: dict, num_prompts: int, *, task_name: str, split: str,
                               feature_lengths: dict[str, int], batch_size: int, data_dir: Optional[str] = None,
                               scoring: str = "auto", max_examples: Optional[int] = None,
-                              output_dir: Optional[str] = None, length_normalize: bool = False) -> dict[str, Any]:
+                              output_dir: Optional[str] = None, length_normalize: bool = False,
+                              buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()
+                              ) -> dict[str, Any]:
   """A K-prompt bank over a split -> `ensemble.evaluate_ensemble`'s report + scoring, num_examples, num_prompts.
 
   Each batch runs as one [K*batch_size] forward; 'rank' and 'classifier' only. predictions.jsonl lines hold
@@ -193,10 +208,10 @@ def evaluate_ensemble_dataset(model: nn.Module, bank_params: dict, num_prompts: 
   if how in ("generate", "token_classifier"):
     raise ValueError(f"ensembles combine one class score vector per example, but {task_name} resolves to "
                      f"scoring={how!r}")
-  data = load_eval_data(task_name, split, feature_lengths, batch_size, data_dir, max_examples)
+  data = load_eval_data(task_name, split, feature_lengths, batch_size, data_dir, max_examples, buckets)
   n, scores = len(data.examples), np.concatenate([np.asarray(ensemble.ensemble_scores(
       model, bank_params, b, num_prompts, data.label_tokens, length_normalize)) for b in data.batches], axis=1)
-  scores = scores[:, :n]  # [K, n_padded, C] -> [K, n, C]: the pad rows dropped
+  scores = np.stack(data.in_split_order(list(scores.swapaxes(0, 1))), axis=1)  # [K, n_padded, C] -> [K, n, C]
 
   def to_predictions(ids: np.ndarray) -> list[Any]:
     return data.predictions(_class_outputs(how, data.labels, ids))

@@ -72,11 +72,13 @@ def word_tags(label_ids: Sequence[Sequence[int]], predicted_ids: Sequence[Sequen
   """Token-classification ids [n, l] -> word-level (targets, predictions) tag sequences for `metrics.span_f1`.
 
   Only positions whose label is not IGNORE_LABEL are kept: the first WordPiece of each word (tasks/ner.py).
+  A prediction row may be shorter than its label row (a batch cut to a length bucket) where only padding
+  was cut.
   """
   targets, predictions = [], []
   for labels, predicted in zip(label_ids, predicted_ids, strict=True):
     labels, predicted = np.asarray(labels), np.asarray(predicted)
-    keep = labels != IGNORE_LABEL
+    keep = np.flatnonzero(labels != IGNORE_LABEL)  # [words] positions
     targets.append([tag_names[i] for i in labels[keep]])
     predictions.append([tag_names[i] if 0 <= i < len(tag_names) else "O" for i in predicted[keep]])
   return targets, predictions

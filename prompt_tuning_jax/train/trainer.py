@@ -100,16 +100,21 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
     log.info("resuming from step %d (%s)", start, manager.directory)
   step_fn = train_step.make_train_step(train_step.loss_fn_for(model), optimizer)
   rng = jax.random.key(seed + 1) if dropout else None
-  host_batch = batch_size // jax.process_count()
-  batches = train_data(host_batch, start)
+  batches = train_data(batch_size // jax.process_count(), start)
   writer = SummaryWriter(model_dir)
   metadata = {**(metadata or {}), "batch_size": batch_size, "seed": seed}
   last_metrics: dict[str, Any] = {}
   progress = tqdm.tqdm(total=train_steps, initial=start, unit="step", dynamic_ncols=True,
                        disable=not (show_progress and outputs.is_primary_host()))
+  shapes: set[tuple] = set()  # one compile of the step per distinct batch shape (length buckets)
   tic = time.perf_counter()
   for step in range(start + 1, train_steps + 1):
-    batch = partitioning.shard_batch(next(batches), mesh)
+    host_batch = next(batches)
+    shape = tuple(sorted((k, np.shape(v)) for k, v in host_batch.items()))
+    if shape not in shapes:
+      shapes.add(shape)
+      log.info("train step: compile %d, for batch shapes %s", len(shapes), dict(shape))
+    batch = partitioning.shard_batch(host_batch, mesh)
     with jax.set_mesh(mesh):
       state, metrics = step_fn(state, frozen, batch, rng)
     loss = float(metrics["loss"])
@@ -119,6 +124,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
     toc = time.perf_counter()
     last_metrics = {k: float(v) for k, v in metrics.items()}
     last_metrics["examples_per_second"] = batch_size / max(toc - tic, 1e-9)
+    last_metrics["compiles"] = len(shapes)
     tic = toc
     writer.scalars("train", step, last_metrics)
     progress.set_postfix(loss=f"{loss:.4f}", ex_s=f"{last_metrics['examples_per_second']:.1f}")

@@ -25,6 +25,7 @@ from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.evaluation import evaluator
 from prompt_tuning_jax.evaluation import metrics as metrics_lib
 from prompt_tuning_jax.models import bert, inputs
+from tasks import buckets as buckets_lib
 from tasks import data_dir, registry
 
 DATA = data_dir.SHARED_DATA_DIR
@@ -241,7 +242,13 @@ def test_bert_token_classifier_on_cluener_reports_entity_f1(tmp_path):
               for words, _ in sentences]
   assert [r["target"] for r in records] == gold
   assert [r["prediction"] for r in records] == expected
-  assert all(len(r["output"]) == NER_LENGTHS["input_ids"] for r in records)  # the raw tag id of every token
+  real = [len(ex["input_ids"]) for ex in registry.task_dataset(task, "validation", NER_LENGTHS, data_dir=DATA)
+          .take(count).as_numpy_iterator()]
+  assert [len(r["output"]) for r in records] == real  # the raw tag id of every real token
+  fixed_dir = tmp_path / "fixed_padding"
+  fixed = evaluator.evaluate(model, params, task_name=task, split="validation", feature_lengths=NER_LENGTHS,
+                             batch_size=8, max_examples=count, data_dir=DATA, output_dir=str(fixed_dir), buckets=None)
+  assert fixed == result and read_outputs(fixed_dir)[1] == records  # length buckets change nothing
   independent = metrics_lib.span_f1(gold, [r["prediction"] for r in records])
   assert {k: result[k] for k in ("precision", "recall", "f1")} == pytest.approx(independent)
   assert 0 < result["f1"] < 100
@@ -252,3 +259,49 @@ def test_bert_token_classifier_on_cluener_reports_entity_f1(tmp_path):
                                                         "bias": params["classifier"]["bias"][:2]}},
                        task_name=task, split="validation", feature_lengths=NER_LENGTHS, batch_size=4, max_examples=4,
                        data_dir=DATA)
+
+
+def assert_same_records(bucketed, fixed):
+  """predictions.jsonl of a bucketed and a fixed-padding evaluation: same examples, order and predictions;
+  scores equal up to the order of float sums."""
+  assert len(bucketed) == len(fixed)
+  for b, f in zip(bucketed, fixed):
+    scores_b, scores_f = b.pop("score", b.pop("scores", None)), f.pop("score", f.pop("scores", None))
+    assert b == f
+    if scores_f is not None:
+      np.testing.assert_allclose(scores_b, scores_f, rtol=1e-5, atol=1e-5)
+
+
+def test_length_buckets_change_no_prediction(t5_tasks, t5_model, minilm_dir, tmp_path):
+  model, params = t5_model
+  lengths = {"inputs": 256, "targets": 4}
+  t5_common = dict(split="validation", feature_lengths=lengths, batch_size=4, max_examples=10)
+  data = evaluator.load_eval_data(t5_tasks["rte"], "validation", lengths, 4, max_examples=10)
+  widths = [b["encoder_input_tokens"].shape[1] for b in data.batches]
+  assert len(set(widths)) > 1 and widths == sorted(widths)  # cut to buckets, in length order
+  assert sorted(data.order.tolist()) == list(range(10))
+  runs = {"rank": dict(task_name=t5_tasks["cb"]),
+          "generate": dict(task_name=t5_tasks["rte"], scoring="generate", max_decode_length=3),
+          "beam": dict(task_name=t5_tasks["rte"], scoring="generate", max_decode_length=3, num_beams=2)}
+  for name, kwargs in runs.items():
+    results = [evaluator.evaluate(model, params, output_dir=str(tmp_path / f"{name}_{b}"), buckets=b, **kwargs,
+                                  **t5_common) for b in (None, buckets_lib.LengthBuckets(min_length=8))]
+    assert results[0] == pytest.approx(results[1]), name
+    assert_same_records(read_outputs(tmp_path / f"{name}_None")[1], read_outputs(
+        tmp_path / f"{name}_{buckets_lib.LengthBuckets(min_length=8)}")[1])
+  for b in (None, buckets_lib.LengthBuckets()):
+    evaluator.evaluate_ensemble_dataset(model, params, 2, output_dir=str(tmp_path / f"ensemble_{b}"), buckets=b,
+                                        task_name=t5_tasks["cb"], **t5_common)
+  assert_same_records(read_outputs(tmp_path / "ensemble_None")[1],
+                      read_outputs(tmp_path / f"ensemble_{buckets_lib.LengthBuckets()}")[1])
+  base_model, base = hf_bert.load_hf_bert(minilm_dir)
+  bert_model = bert.BertForSequenceClassification(dataclasses.replace(base_model.config, num_labels=2))
+  rng = np.random.default_rng(0)
+  bert_params = {"bert": base, "classifier": {"kernel": rng.normal(0, 1, (384, 2)).astype(np.float32),
+                                              "bias": np.zeros(2, np.float32)}}
+  for b in (None, buckets_lib.LengthBuckets()):
+    evaluator.evaluate(bert_model, bert_params, task_name="bert_glue_sst2", split="validation",
+                       feature_lengths={"input_ids": 64}, batch_size=8, max_examples=24, data_dir=DATA,
+                       output_dir=str(tmp_path / f"bert_{b}"), buckets=b)
+  assert_same_records(read_outputs(tmp_path / "bert_None")[1],
+                      read_outputs(tmp_path / f"bert_{buckets_lib.LengthBuckets()}")[1])

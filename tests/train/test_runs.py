@@ -30,9 +30,10 @@ TINY_BERT = ["bert_config.preset.embed_dim = 32", "bert_config.preset.num_heads 
 
 def argv(model_dir, steps, *extra):
   bindings = TINY_BERT + [
-      f"MODEL_DIR = '{model_dir}'", "MIXTURE_OR_TASK_NAME = 'bert_glue_rte'", "TASK_FEATURE_LENGTHS = {'input_ids': 32}",
+      f"MODEL_DIR = '{model_dir}'", "MIXTURE_OR_TASK_NAME = 'bert_glue_rte'", "TASK_FEATURE_LENGTHS = {'input_ids': 96}",
       "BATCH_SIZE = 4", f"TRAIN_STEPS = {steps}", "runs.train.eval_split = None", "runs.train.checkpoint_period = 5",
-      "runs.train.keep_last = 3", "runs.train.show_progress = False", "PROMPT_LENGTH = 4", *extra]
+      "runs.train.keep_last = 3", "runs.train.show_progress = False", "PROMPT_LENGTH = 4",
+      "buckets.LengthBuckets.lengths = [48]", "buckets.LengthBuckets.window = 4", *extra]  # buckets 48 and 96
   return ["--gin_file=models/minilm.gin", "--gin_file=methods/prompt_tuning_random.gin", "--gin_file=runs/finetune.gin"] + [
       f"--gin.{b}" for b in bindings]
 
@@ -73,6 +74,10 @@ def test_run_writes_config_checkpoints_and_scalars(uninterrupted):
       "BertForSequenceClassification"
   params, _ = final_trainable(uninterrupted)
   assert set(params) == {"bert/prompt/prompt", "classifier/kernel", "classifier/bias"}
+  train_rows = [row for row in map(json.loads, open(os.path.join(uninterrupted, "metrics.jsonl")))
+                if row["split"] == "train"]
+  compiles = [row["compiles"] for row in train_rows]
+  assert compiles == sorted(compiles) and compiles[-1] == 2  # one per bucket
 
 
 def test_sigkill_then_resume_is_bit_identical(uninterrupted, tmp_path):
@@ -148,7 +153,7 @@ def test_unknown_binding_and_task_name_list_close_matches(tmp_path, capsys):
 def eval_argv(entry, checkpoints, output_dir, *extra):
   run_file, key = {"eval": ("runs/eval.gin", "CHECKPOINT_DIRS"), "infer": ("runs/infer.gin", "CHECKPOINT_DIR")}[entry]
   bindings = TINY_BERT + [f"{key} = {checkpoints!r}", f"OUTPUT_DIR = '{output_dir}'", "BATCH_SIZE = 8",
-                          "MIXTURE_OR_TASK_NAME = 'bert_glue_rte'", "TASK_FEATURE_LENGTHS = {'input_ids': 32}",
+                          "MIXTURE_OR_TASK_NAME = 'bert_glue_rte'", "TASK_FEATURE_LENGTHS = {'input_ids': 96}",
                           "PROMPT_LENGTH = 4", "runs.evaluate.max_examples = 20", *extra]
   return ["--gin_file=models/minilm.gin", "--gin_file=methods/prompt_tuning_random.gin", f"--gin_file={run_file}"] + [
       f"--gin.{b}" for b in bindings]
@@ -218,7 +223,7 @@ def test_periodic_eval_writes_scalars_and_keeps_the_best_and_the_last_checkpoint
 def test_ner_trains_and_reports_entity_f1_with_a_progress_bar(tmp_path, capsys):
   model_dir = str(tmp_path / "ner")
   bindings = TINY_BERT + [
-      f"MODEL_DIR = '{model_dir}'", "MIXTURE_OR_TASK_NAME = 'bert_cluener'", "TASK_FEATURE_LENGTHS = {'input_ids': 32}",
+      f"MODEL_DIR = '{model_dir}'", "MIXTURE_OR_TASK_NAME = 'bert_cluener'", "TASK_FEATURE_LENGTHS = {'input_ids': 96}",
       "NUM_LABELS = 21", "BATCH_SIZE = 4", "TRAIN_STEPS = 3", "PROMPT_LENGTH = 4", "runs.train.eval_max_examples = 6"]
   run_in_process(["--gin_file=models/minilm.gin", "--gin_file=models/bert_token_classification.gin",
                   "--gin_file=methods/prompt_tuning_random.gin", "--gin_file=runs/finetune.gin"] + [
