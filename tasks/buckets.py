@@ -1,6 +1,6 @@
 """Length buckets: model-ready batches cut to a few static lengths instead of TASK_FEATURE_LENGTHS.
 
-  buckets = LengthBuckets()                         # 16, 24, 32, 48, 64, 96, ... up to each feature's length
+  buckets = LengthBuckets()                         # 8, 12, 16, 24, 32, 48, 64, ... up to each feature's length
   for batch in grouped_batches(windows, 32, buckets, seed=0, first_window=0, skip=0):   # training
     ...                                             # each batch: one static shape, at most len(ladder) shapes
   batches, order = sorted_batches(rows, 64, buckets)                                    # evaluation
@@ -51,7 +51,7 @@ class LengthBuckets:
     window: batches per length-sorted window in training (HF Trainer groups 50).
   """
   lengths: Optional[Sequence[int]] = None
-  min_length: int = 16
+  min_length: int = 8
   window: int = 50
 
   def __post_init__(self):

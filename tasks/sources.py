@@ -246,7 +246,7 @@ class LocalOrTfdsSource(seqio.DataSource):
       file_format = file_format[split]
     skip = self.skip_malformed if self.skip_malformed is not None else data_dir_lib.skip_malformed()
     examples = read_examples(path, file_format, local.convert, skip_malformed=skip)
-    ds = tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=dict(self.dataset.features))
+    ds = _in_memory_dataset(examples, self.dataset.features)
     if shuffle and examples:
       ds = ds.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)  # the whole file
     return ds
@@ -261,6 +261,22 @@ class LocalOrTfdsSource(seqio.DataSource):
       self._tfds_source = seqio.TfdsDataSource(self.dataset.tfds_name, splits=self.dataset.tfds_split_map)
     ds = self._tfds_source.get_dataset(split, shuffle=shuffle, seed=seed, shard_info=shard_info)
     return ds.map(lambda ex: _conform(ex, self.dataset.features), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _in_memory_dataset(examples: list[dict], features: Mapping[str, Any]) -> tf.data.Dataset:
+  """Canonical examples -> a dataset of them, in order. Scalar features become columns (tensor slices: a
+  whole-file shuffle buffer fills in a moment, where a Python generator takes ~17 s for SST-2's 67k rows)."""
+  specs = tf.nest.flatten(features)
+  if not examples or any(spec.shape.rank for spec in specs):  # list features (NER, ReCoRD): one by one
+    return tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=dict(features))
+  columns = [tf.constant(column, spec.dtype) for column, spec in zip(
+      zip(*(tf.nest.flatten(_conform_nested(ex, features)) for ex in examples)), specs)]
+  return tf.data.Dataset.from_tensor_slices(tf.nest.pack_sequence_as(dict(features), columns))
+
+
+def _conform_nested(example: Mapping[str, Any], features: Mapping[str, Any]) -> dict[str, Any]:
+  """`example` with exactly the keys of `features` (nested), for tf.nest to flatten in the same order."""
+  return {k: _conform_nested(example[k], v) if isinstance(v, Mapping) else example[k] for k, v in features.items()}
 
 
 def _conform(example: Mapping[str, Any], features: Mapping[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
                  help="real data through the input pipeline and step vs transformers + PEFT loops (end_to_end.py); "
                       "takes --tasks, --methods (default lora,prompt_tuning,full_finetuning), --batch, --examples")
   p.add_argument("--tasks", type=_names, default=["sst2", "rte"], help="--end_to_end: comma list of sst2, rte")
-  p.add_argument("--examples", type=_ints, default=[4096, 1024],
+  p.add_argument("--examples", type=_ints, default=[2048, 512],
                  help="--end_to_end: training examples per loop, per task (comma list in --tasks order)")
   return p
 

@@ -65,7 +65,8 @@ class Loop:
             "steady_examples_per_s": batch_size * len(steady) / steady_s if steady else None,
             "steady_real_tokens_per_s": sum(self.batches[i]["real"] for i in steady) / steady_s if steady else None,
             "median_step_s": statistics.median(self.times), "padding_share": 1 - real / positions,
-            "compiles": len(shapes) if self.compiles else 0, "mean_real_length": real / (batch_size * len(self.batches))}
+            "compiles": len(shapes) if self.compiles else 0, "mean_real_length": real / (batch_size * len(self.batches)),
+            "step_times_s": [round(t, 4) for t in self.times], "widths": [b["shape"][1] for b in self.batches]}
 
 
 def _ours(task: str, length: int, method: str, batch_size: int, buckets: Any) -> Loop:

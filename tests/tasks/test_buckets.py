@@ -36,11 +36,11 @@ def row_key(batch, i, width):
 
 def test_ladder_and_bucket():
   default = buckets.LengthBuckets()
-  assert default.ladder(64) == (16, 24, 32, 48, 64)
-  assert default.ladder(512) == (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-  assert default.ladder(8) == (8,) and default.ladder(20) == (16, 20)
+  assert default.ladder(64) == (8, 12, 16, 24, 32, 48, 64)
+  assert default.ladder(512) == (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+  assert default.ladder(8) == (8,) and default.ladder(20) == (8, 12, 16, 20)
   assert buckets.LengthBuckets(lengths=[32, 100, 600]).ladder(128) == (32, 100, 128)
-  assert [default.bucket(n, 64) for n in (0, 1, 16, 17, 24, 25, 64)] == [16, 16, 16, 24, 24, 32, 64]
+  assert [default.bucket(n, 64) for n in (0, 1, 8, 9, 24, 25, 64)] == [8, 8, 8, 12, 24, 32, 64]
   with pytest.raises(ValueError, match="positive"):
     buckets.LengthBuckets(window=0)
 
@@ -59,8 +59,8 @@ def test_t5_inputs_and_targets_are_cut_apart():
     lengths = buckets.real_lengths(batch)
     assert batch["encoder_input_tokens"].shape[1] == buckets.LengthBuckets().bucket(
         lengths["encoder_input_tokens"].max(), 64)
-    assert {batch[k].shape[1] for k in ("decoder_target_tokens", "decoder_input_tokens",
-                                        "decoder_loss_weights")} == {8}  # targets: one bucket, their length
+    assert {batch[k].shape[1] for k in ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights")
+            } == {buckets.LengthBuckets().bucket(lengths["decoder_target_tokens"].max(), 8)}  # cut apart
     seen += lengths["encoder_input_tokens"].tolist()
   assert sorted(seen) == sorted(enc.tolist())
 
