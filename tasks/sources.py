@@ -270,13 +270,8 @@ def _in_memory_dataset(examples: list[dict], features: Mapping[str, Any]) -> tf.
   if not examples or any(spec.shape.rank for spec in specs):  # list features (NER, ReCoRD): one by one
     return tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=dict(features))
   columns = [tf.constant(column, spec.dtype) for column, spec in zip(
-      zip(*(tf.nest.flatten(_conform_nested(ex, features)) for ex in examples)), specs)]
+      zip(*(tf.nest.flatten({name: ex[name] for name in features}) for ex in examples)), specs)]
   return tf.data.Dataset.from_tensor_slices(tf.nest.pack_sequence_as(dict(features), columns))
-
-
-def _conform_nested(example: Mapping[str, Any], features: Mapping[str, Any]) -> dict[str, Any]:
-  """`example` with exactly the keys of `features` (nested), for tf.nest to flatten in the same order."""
-  return {k: _conform_nested(example[k], v) if isinstance(v, Mapping) else example[k] for k, v in features.items()}
 
 
 def _conform(example: Mapping[str, Any], features: Mapping[str, Any]) -> dict[str, Any]:

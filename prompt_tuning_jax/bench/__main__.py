@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--grid", choices=sorted(grid.ISSUE_GRIDS), help="the issue's rows (then --models/--methods filter)")
   p.add_argument("--models", type=_names, help=f"comma list of {grid.MODELS}")
   p.add_argument("--methods", type=_names, help=f"comma list of {sorted(grid.METHODS)}")
-  p.add_argument("--batch", type=_ints, default=[8], help="comma list")
+  p.add_argument("--batch", type=_ints, help="comma list (default 8; --end_to_end: its first entry, default 32)")
   p.add_argument("--input_length", type=_ints, default=[128], help="comma list")
   p.add_argument("--target_length", type=_ints, default=[8], help="comma list (T5 only; BERT predicts a label)")
   p.add_argument("--prompt_length", type=_ints, default=[100], help="comma list (prompt methods)")
@@ -67,7 +67,7 @@ def end_to_end_main(args: argparse.Namespace, command: str) -> int:
     print(f"error: --end_to_end: unknown {unknown} (tasks {sorted(end_to_end.TASKS)}, methods "
           f"{sorted(end_to_end.METHOD_FILES)}), or fewer --examples than --tasks", file=sys.stderr)
     return 2
-  batch = args.batch[0] if args.batch != [8] else 32
+  batch = (args.batch or [32])[0]
   steps = {task: max(1, n // batch) for task, n in zip(args.tasks, args.examples)}
   rows = end_to_end.run(args.tasks, methods, batch, steps)
   result = {"command": command, "versions": {"jax": jax.__version__, **end_to_end.peft_side.versions()},
@@ -92,7 +92,7 @@ def rows_from(args: argparse.Namespace) -> list[grid.Row]:
     raise ValueError("give --grid, or both --models and --methods")
   rows = []
   for model, method, batch, length, target, prompt in itertools.product(
-      args.models, args.methods, args.batch, args.input_length, args.target_length, args.prompt_length):
+      args.models, args.methods, args.batch or [8], args.input_length, args.target_length, args.prompt_length):
     target = target if model.startswith(("t5", "mt5")) else 0
     row = grid.Row(model, method, batch, length, target, prompt, args.lora_rank, args.lora_alpha)
     if row not in rows:

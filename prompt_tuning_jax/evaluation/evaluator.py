@@ -59,10 +59,7 @@ class EvalData:
 
   def in_split_order(self, values: Sequence[Any]) -> list[Any]:
     """One value per batch row (pad rows included) -> the n examples' values in the split's order."""
-    ordered = [None] * len(self.examples)
-    for value, example in zip(values, self.order):
-      ordered[example] = value
-    return ordered
+    return [values[row] for row in np.argsort(self.order)]
 
   def predictions(self, outputs: list[Any]) -> list[Any]:
     """Raw outputs (label strings, class ids or texts), one per example -> postprocessed predictions."""
@@ -211,7 +208,7 @@ def evaluate_ensemble_dataset(model: nn.Module, bank_params: dict, num_prompts: 
   data = load_eval_data(task_name, split, feature_lengths, batch_size, data_dir, max_examples, buckets)
   n, scores = len(data.examples), np.concatenate([np.asarray(ensemble.ensemble_scores(
       model, bank_params, b, num_prompts, data.label_tokens, length_normalize)) for b in data.batches], axis=1)
-  scores = np.stack(data.in_split_order(list(scores.swapaxes(0, 1))), axis=1)  # [K, n_padded, C] -> [K, n, C]
+  scores = scores[:, np.argsort(data.order)]  # [K, n_padded, C] -> [K, n, C] in the split's order
 
   def to_predictions(ids: np.ndarray) -> list[Any]:
     return data.predictions(_class_outputs(how, data.labels, ids))
