@@ -26,7 +26,7 @@ from prompt_tuning_jax.models import layers, rows
 from prompt_tuning_jax.models.attention import MultiHeadAttention
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.mlp import MlpBlock
-from prompt_tuning_jax.models.slots import NO_SLOTS, Slots
+from prompt_tuning_jax.models.slots import ADAPTERS_AFTER_DROPOUT, NO_SLOTS, Slots
 
 Array = jax.Array
 INIT = nn.initializers.normal(stddev=0.02)  # BERT's initializer_range for every kernel and table.
@@ -68,16 +68,24 @@ class BertEmbeddings(nn.Module):
 
 
 class BertLayer(nn.Module):
-  """Post-LN layer: a = LN1(h + Drop(MHA(h))); out = LN2(a + Drop(FFN(a))); adapter slots before each dropout."""
+  """Post-LN layer: a = LN1(h + Drop(MHA(h))); out = LN2(a + Drop(FFN(a))), with the adapter slots of
+  METHODS.md §D(2): the attention adapter before the dropout, a = LN1(h + Drop(A(h, MHA(h)))), the FFN adapter
+  after it, out = LN2(a + A(a, Drop(FFN(a)))) (the official code adds it to dropout(fc2(...)))."""
   config: BertConfig
   slots: Slots = NO_SLOTS
 
   def _add_and_norm(self, x: Array, out: Array, slot: str, where: str, norm: str, deterministic: bool) -> Array:
-    """LN(x + Drop(adapter(x, out))): x is the sublayer input, out its output [b, l, d]."""
+    """LN(x + Drop(adapter(x, out))), or LN(x + adapter(x, Drop(out))): x is the sublayer input, out its
+    output [b, l, d]."""
     adapter = self.slots.make(slot, where=where, embed_dim=x.shape[-1])
+    dropout = nn.Dropout(self.config.dropout_rate)
+    adapter_after_dropout = slot in ADAPTERS_AFTER_DROPOUT
+    if adapter_after_dropout:
+      out = dropout(out, deterministic=deterministic)
     if adapter is not None:
       out = adapter(x, out, deterministic=deterministic).astype(out.dtype)
-    out = nn.Dropout(self.config.dropout_rate)(out, deterministic=deterministic)
+    if not adapter_after_dropout:
+      out = dropout(out, deterministic=deterministic)
     return _norm(self.config, norm)(x + out)
 
   @nn.compact

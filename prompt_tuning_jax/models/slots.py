@@ -25,12 +25,18 @@ Slot contracts (shapes use b=batch, l=length, d=embed, n=heads, h=head_dim):
                                                      FL-tuning extra units (activations: the host FFN's)
   post_attention_adapter / post_mlp_adapter(where, embed_dim)
       -> m(sublayer_input [b,l,d], sublayer_output [b,l,d], *, deterministic) -> [b,l,d]
-                                                     sequential / parallel / scaled adapters
+                                                     sequential / parallel / scaled adapters;
+                                                     sublayer_output is the sublayer's output before the
+                                                     backbone's dropout (attention) or after it (mlp:
+                                                     ADAPTERS_AFTER_DROPOUT, METHODS.md §D(2))
 """
 import dataclasses
 from typing import Any, Callable, Optional
 
 Factory = Optional[Callable[..., Any]]
+ADAPTERS_AFTER_DROPOUT = frozenset({"post_mlp_adapter"})
+"""Post-sublayer adapter slots that see Drop(F(x)) (the official code adds FFN adapters to dropout(fc2(...)));
+the others see F(x) and the backbone drops their sum."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,8 @@ One bottleneck with biases, optional input norm N and fixed or learned scale s, 
   A(z) = s · up(Drop(ReLU(down(N(z)))))
 N is the official `adapter_layernorm_option='in'` of attention adapters: LayerNorm on BERT, RMSNorm on T5 (§F).
 post_attention_adapter / post_mlp_adapter get the sublayer's input x and output F(x) and return the new
-output, before the backbone's dropout and residual (T5 a + Drop(·), BERT LN(a + Drop(·))), as in §D(2, 8):
+output before the residual (§D(2, 8)): attention adapters before the backbone's dropout (T5 a + Drop(·), BERT
+LN(a + Drop(·))), FFN adapters after it, on F(x) = Drop(FFN(x)) (T5 a + ·, BERT LN(a + ·); slots.ADAPTERS_AFTER_DROPOUT):
   'sequential'  F(x) + A(F(x))          Houlsby
   'parallel'    F(x) + A(x)             PA, scaled PA; x is T5's RMS-normed input, BERT's LN-ed stream
   'pfeiffer'    F(x) + A(N0(x + F(x)))  BERT: from the post-FFN stream (NOTE); T5: 'sequential'
@@ -15,7 +16,7 @@ heads before the frozen `out` projection; `multi_head` gives each head its own b
 NOTE (Pfeiffer): the official code feeds the adapter LN2(a + Drop(F)) with the layer's frozen LN2, then applies
 LN2 to a + F + A(·) again. A slot cannot reach LN2, but its affine folds exactly into down,
 ReLU((γ·n + β) W + b) = ReLU(n (diag(γ) W) + (βW + b)), so N0 (LayerNorm statistics, no affine, no
-parameters) spans the same functions; only the init differs (and z is taken before the dropout). Pre-LN T5
+parameters) spans the same functions; only the init differs. Pre-LN T5
 has no post-FFN norm and its slot sees RMS(a), not the stream a: Pfeiffer there is a sequential FFN adapter.
 Init 'bert': N(0, 0.02) kernels, zero biases (Houlsby config). 'lora': down Kaiming-uniform(a=√5), up = 0,
 zero biases (scaled PA, MAM): A(z) = 0, so the model starts as the base model exactly.
