@@ -24,7 +24,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from prompt_tuning_jax.evaluation import ensemble, rank_classification
+from prompt_tuning_jax.evaluation import diagnostics, ensemble, rank_classification
 from prompt_tuning_jax.models import bert, decoding, t5
 from prompt_tuning_jax.train import outputs
 from tasks import buckets as buckets_lib
@@ -172,6 +172,8 @@ def make_evaluate_fn(*, task_name: str, split: str, feature_lengths: dict[str, i
     predictions = data.predictions(outputs)
     metrics = {**ensemble.compute_metrics(registry.task_metrics(task_name), data.targets, predictions),
                "scoring": how, "num_examples": n}
+    if how == "classifier" and diagnostics.has_features(model) and n > 1:  # collapse check (diagnostics.py)
+      metrics.update(diagnostics.feature_spread(diagnostics.evaluation_features(model, params, data.batches, n)))
     if output_dir:
       write_results(output_dir, [{"input": i, "target": t, "output": o, "prediction": p, "score": s} for i, t, o, p, s
                                  in zip(data.inputs, data.targets, outputs, predictions, scores)], metrics)

@@ -204,24 +204,57 @@ class BertModel(nn.Module):
     return BertOutput(last_hidden_state=hidden, pooler_output=self.pool(hidden))
 
 
-class BertForSequenceClassification(nn.Module):
-  """`bert` -> pooler -> dropout -> `classifier` Dense(num_labels): logits [b, num_labels] float32.
+POOLINGS = ("pooler", "cls", "mean")
+"""What the sequence classifier reads (`BertForSequenceClassification.pooling`)."""
 
-  The pooler reads position 0 only, so the last layer computes that row alone (`cls_only`; exact).
+
+class BertForSequenceClassification(nn.Module):
+  """`bert` -> pooled features [b, d] -> dropout -> `classifier` Dense(num_labels): logits [b, num_labels] float32.
+
+  Attributes:
+    config / slots: as BertModel.
+    pooling: the features the classifier reads, f [b, d]:
+      'pooler'  tanh(dense(h[:, 0])), HF's BertForSequenceClassification (the default; logits equal HF's);
+      'cls'     h[:, 0], the last layer's [CLS] row without the pooler (FL-tuning's official head);
+      'mean'    the mean of h over the rows the encoder attended to (every real token and any inserted prompt
+                row; padding excluded), how sentence-transformers trained all-MiniLM-L6-v2.
+      The pooler's parameters exist with every choice (checkpoints carry them; HF export writes them), and
+      'cls' and 'pooler' compute the last layer's row 0 alone (`cls_only`; exact).
+  `features` returns f; `__call__` the logits. f is also sown as intermediates/features (for diagnostics).
   """
   config: BertConfig
   slots: Slots = NO_SLOTS
+  pooling: str = "pooler"
 
-  @nn.compact
+  def setup(self):
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"BertForSequenceClassification.pooling={self.pooling!r}; expected one of {POOLINGS}")
+    self.bert = BertModel(self.config, self.slots)
+    self.dropout = nn.Dropout(self.config.dropout_rate)
+    self.classifier = _dense(self.config, self.config.num_labels, ("embed", "labels"), "classifier")
+
+  def features(self, input_ids: Array, attention_mask: Optional[Array] = None,
+               token_type_ids: Optional[Array] = None, *, prompt_index: Optional[Array] = None,
+               enable_dropout: bool = False) -> Array:
+    """[b, l] ids -> the pooled features f [b, d] the classifier reads (before its dropout)."""
+    hidden, mask = self.bert.encode(input_ids, attention_mask, token_type_ids, prompt_index=prompt_index,
+                                    enable_dropout=enable_dropout, cls_only=self.pooling != "mean")
+    if self.pooling == "mean":
+      weights = mask.astype(hidden.dtype)[..., None]  # [b, l', 1]
+      pooled = (hidden * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+    else:
+      pooled = self.bert.pool(hidden) if self.pooling == "pooler" else hidden[:, 0]
+    if self.pooling != "pooler" and self.is_initializing():
+      self.bert.pool(hidden)  # creates the pooler's parameters, unused by this pooling
+    self.sow("intermediates", "features", pooled)
+    return pooled
+
   def __call__(self, input_ids: Array, attention_mask: Optional[Array] = None,
                token_type_ids: Optional[Array] = None, *, prompt_index: Optional[Array] = None,
                enable_dropout: bool = False) -> Array:
-    cfg = self.config
-    pooled = BertModel(cfg, self.slots, name="bert")(input_ids, attention_mask, token_type_ids,
-                                                      prompt_index=prompt_index, enable_dropout=enable_dropout,
-                                                      cls_only=True).pooler_output
-    pooled = nn.Dropout(cfg.dropout_rate)(pooled, deterministic=not enable_dropout)
-    return _dense(cfg, cfg.num_labels, ("embed", "labels"), "classifier")(pooled).astype(jnp.float32)
+    pooled = self.features(input_ids, attention_mask, token_type_ids, prompt_index=prompt_index,
+                           enable_dropout=enable_dropout)
+    return self.classifier(self.dropout(pooled, deterministic=not enable_dropout)).astype(jnp.float32)
 
 
 class BertForTokenClassification(nn.Module):

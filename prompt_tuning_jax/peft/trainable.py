@@ -21,7 +21,7 @@ the trainable partition. Every function works on plain, boxed (`nn.LogicallyPart
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 
@@ -47,16 +47,18 @@ def map_paths(fn: Callable[[str], Any], tree: PyTree) -> dict:
 
 
 def trainable_mask(params: PyTree, patterns: Patterns = DEFAULT_TRAINABLE_PATTERNS,
-                   train_all: bool = False) -> dict:
+                   train_all: bool = False, extra_patterns: Patterns = ()) -> dict:
   """The trainable mask: a tree of bools with the structure of `params` (boxes count as leaves).
 
   Args:
     params: the parameter tree (plain, boxed or abstract).
     patterns: regular expressions searched in each leaf's '/'-joined path; a match makes it trainable.
     train_all: everything trains (full fine-tuning); `patterns` is then ignored.
+    extra_patterns: more patterns on top of `patterns` (the method's), for a run's own additions, e.g.
+      [r'(^|/)pooler/'] trains the BERT pooler with the head whatever the method.
   """
-  if isinstance(patterns, str):
-    patterns = (patterns,)
+  patterns = (patterns,) if isinstance(patterns, str) else tuple(patterns)
+  patterns += (extra_patterns,) if isinstance(extra_patterns, str) else tuple(extra_patterns)
   compiled = []
   for pattern in patterns:
     try:
@@ -109,11 +111,15 @@ def count(params: PyTree, mask: PyTree = None) -> int:
   return sum(_size(leaf) for path, leaf in flat.items() if flat_mask[path])
 
 
+def peft_module(path: str) -> Optional[str]:
+  """The first PEFT module component of a leaf's path (`prompt`, `lora_query`, `classifier`, ...), or None."""
+  return next((c for c in path.split("/") if _MODULE_COMPONENT.fullmatch(c)), None)
+
+
 def module_name(path: str) -> str:
-  """The group a trainable leaf is counted under: its first PEFT module component (`prompt`,
-  `lora_query`, `classifier`, ...), else its own name (`bias`, `scale`, `kernel`: BitFit, full FT)."""
-  components = path.split("/")
-  return next((c for c in components if _MODULE_COMPONENT.fullmatch(c)), components[-1])
+  """The group a trainable leaf is counted under: its `peft_module`, else its own name (`bias`, `scale`,
+  `kernel`: BitFit, full FT)."""
+  return peft_module(path) or path.split("/")[-1]
 
 
 def trainable_by_module(params: PyTree, mask: PyTree) -> dict[str, int]:

@@ -29,6 +29,8 @@ from prompt_tuning_jax.peft import trainable
 LearningRate = Union[float, optax.Schedule]
 NO_DECAY_PATTERNS: tuple[str, ...] = (r"(?i)norm", r"(^|/)bias$")
 """Leaves left out of weight decay: norms and biases (HF Trainer, bert4keras' `Norm`/`bias` rule)."""
+HEAD_PATTERNS: tuple[str, ...] = (r"(^|/)classifier/", r"(^|/)pooler/")
+"""The BERT head: the classifier, and the pooler when a run trains it (`with_head`)."""
 
 
 def build_optimizer(inner: optax.GradientTransformation, max_grad_norm: Optional[float] = None
@@ -61,6 +63,22 @@ def decay_mask(exclude: Sequence[str] = NO_DECAY_PATTERNS) -> Callable[[Any], An
   compiled = [re.compile(p) for p in exclude]
 
   return lambda params: trainable.map_paths(lambda path: not any(p.search(path) for p in compiled), params)
+
+
+def with_head(inner: optax.GradientTransformation, head: optax.GradientTransformation,
+              patterns: Sequence[str] = HEAD_PATTERNS) -> optax.GradientTransformation:
+  """`head` for the trainable leaves whose path matches `patterns` (the BERT head), `inner` for the rest.
+
+  A head learning rate of its own: e.g. inner = the method's optimizer, head = `adamw` at a larger rate, so a
+  head on frozen features learns within the method's budget (docs/RESULTS.md). gin:
+    OPTIMIZER = @optimizers.with_head()
+    optimizers.with_head.inner = @optimizers.unified_optimizer()
+    optimizers.with_head.head = @head/optimizers.adamw()
+  """
+  compiled = [re.compile(p) for p in patterns]
+  labels = lambda params: trainable.map_paths(
+      lambda path: "head" if any(p.search(path) for p in compiled) else "inner", params)
+  return optax.multi_transform({"head": head, "inner": inner}, labels)
 
 
 def prompt_tuning_optimizer(learning_rate: LearningRate = 0.3, decay_rate: float = 0.8,

@@ -24,7 +24,7 @@ from prompt_tuning_jax.checkpoints.initial import load_initial_checkpoint
 from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.models import inputs as model_inputs
-from prompt_tuning_jax.peft import trainable
+from prompt_tuning_jax.peft import diagnostics, trainable
 from prompt_tuning_jax.train import outputs, partitioning, train_step
 from prompt_tuning_jax.train.summaries import SummaryWriter
 
@@ -125,6 +125,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
     last_metrics = {k: float(v) for k, v in metrics.items()}
     last_metrics["examples_per_second"] = batch_size / max(toc - tic, 1e-9)
     last_metrics["compiles"] = len(shapes)
+    last_metrics.update(diagnostics.module_norms(state.trainable))  # e.g. a prompt growing away (collapse)
     tic = toc
     writer.scalars("train", step, last_metrics)
     progress.set_postfix(loss=f"{loss:.4f}", ex_s=f"{last_metrics['examples_per_second']:.1f}")

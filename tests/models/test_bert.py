@@ -133,6 +133,31 @@ def test_heads_give_logits(head, shape):
   assert logits.shape == shape and logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
 
 
+def test_poolings_read_the_features_they_name_and_share_one_parameter_tree():
+  batch = tiny_batch()
+  base = bert.BertModel(TINY)
+  heads = {p: bert.BertForSequenceClassification(TINY, pooling=p) for p in bert.POOLINGS}
+  params = nn.meta.unbox(heads["pooler"].init(jax.random.key(0), *batch)["params"])
+  for pooling, head in heads.items():  # every pooling has the pooler (HF checkpoints carry it)
+    assert jax.tree_util.tree_structure(nn.meta.unbox(head.init(jax.random.key(0), *batch)["params"])) == \
+        jax.tree_util.tree_structure(params), pooling
+  out = base.apply({"params": params["bert"]}, *batch)
+  real = batch[1].astype(np.float32)[..., None]
+  expected = {"pooler": out.pooler_output, "cls": out.last_hidden_state[:, 0],
+              "mean": (out.last_hidden_state * real).sum(1) / real.sum(1)}
+  for pooling, head in heads.items():
+    features = head.apply({"params": params}, *batch, method="features")
+    np.testing.assert_allclose(features, expected[pooling], rtol=1e-5, atol=1e-6, err_msg=pooling)
+    kernel, bias = params["classifier"]["kernel"], params["classifier"]["bias"]
+    np.testing.assert_allclose(head.apply({"params": params}, *batch), features @ kernel + bias, rtol=1e-5,
+                               atol=1e-6, err_msg=pooling)
+  assert not np.allclose(expected["cls"], expected["mean"])
+  _, sown = heads["mean"].apply({"params": params}, *batch, mutable=["intermediates"])
+  np.testing.assert_array_equal(sown["intermediates"]["features"][0], expected["mean"])
+  with pytest.raises(ValueError, match="pooling='max'.*'pooler', 'cls', 'mean'"):
+    bert.BertForSequenceClassification(TINY, pooling="max").init(jax.random.key(0), *batch)
+
+
 def test_dropout_path():
   model = bert.BertForSequenceClassification(TINY)
   batch = tiny_batch()

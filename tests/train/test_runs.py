@@ -208,6 +208,11 @@ def test_periodic_eval_writes_scalars_and_keeps_the_best_and_the_last_checkpoint
   accuracy = {row["step"]: row["accuracy"] for row in rows if row["split"] == "eval"}
   assert sorted(accuracy) == [2, 4, 6, 8, 10]
   assert event_scalars(os.path.join(model_dir, "eval"), "accuracy") == pytest.approx(accuracy)
+  # collapse diagnostics: the prompt's size every step, the spread of the head's features at every evaluation
+  assert all(row["prompt_row_norm"] > 0 and row["norm/prompt"] > 0 for row in rows if row["split"] == "train")
+  cosine = {row["step"]: row["feature_cosine"] for row in rows if row["split"] == "eval"}
+  assert sorted(cosine) == sorted(accuracy) and all(-1 <= c <= 1 for c in cosine.values())
+  assert event_scalars(os.path.join(model_dir, "eval"), "feature_cosine") == pytest.approx(cosine)
   eval_report = json.load(open(os.path.join(model_dir, "eval", "metrics.json")))
   assert eval_report["num_examples"] == 4 and eval_report["accuracy"] == pytest.approx(accuracy[10])
   # Best by accuracy, ties to the later step (peft_io's ranking), plus the newest: every other step is deleted.

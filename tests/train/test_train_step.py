@@ -151,6 +151,21 @@ def test_gpc_learning_rates_and_schedules_and_clipping():
     optimizers.linear_decay(1.0, total_steps=100, warmup_steps=100)
 
 
+def test_head_learning_rate_of_its_own_and_a_trained_pooler():
+  params = {"bert": {"pooler": {"kernel": jnp.zeros(2)}, "layers_0": {"lora_query": {"a": jnp.zeros(2)}}},
+            "classifier": {"kernel": jnp.zeros(2), "bias": jnp.zeros(2)}}
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  optimizer = optimizers.with_head(optimizers.adamw(1e-4, weight_decay=0.0), optimizers.adamw(3e-3, weight_decay=0.0))
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  np.testing.assert_allclose(updates["bert"]["layers_0"]["lora_query"]["a"], -1e-4, rtol=1e-4)  # -lr * sign
+  for leaf in (updates["classifier"]["kernel"], updates["classifier"]["bias"], updates["bert"]["pooler"]["kernel"]):
+    np.testing.assert_allclose(leaf, -3e-3, rtol=1e-4)
+  mask = trainable.trainable_mask(params, extra_patterns=[r"(^|/)pooler/"])
+  assert flatten_params(mask) == {"bert/pooler/kernel": True, "bert/layers_0/lora_query/a": True,
+                                  "classifier/kernel": True, "classifier/bias": True}
+  assert not trainable.trainable_mask(params)["bert"]["pooler"]["kernel"]  # frozen unless a run adds it
+
+
 def _step_flops(method_file, encoder_length, batch_size=8, decoder_length=16):
   """XLA's FLOP count of one train step on the real t5_1_1_small shapes, from abstract values only."""
   gin_utils.parse_gin(["models/t5_1_1_small.gin", method_file])

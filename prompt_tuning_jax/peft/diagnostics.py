@@ -1,0 +1,31 @@
+"""What a trained PEFT module looks like, for the training log: its size, to catch a prompt that grows away.
+
+`module_norms(trainable)`: the global L2 norm of each PEFT module's trainable leaves (`norm/<module>`, modules
+as peft/trainable.py's `peft_module`; leaves of no PEFT module, such as BitFit's biases, are left out) and, for
+a prompt bank `prompt/prompt` [K, P, d], the mean norm of its rows (`prompt_row_norm`), comparable with the
+token rows the prompt sits among (about 10.8 on MiniLM's LayerNorm-ed embeddings).
+"""
+import collections
+import math
+
+import jax.numpy as jnp
+
+from prompt_tuning_jax.checkpoints.tree import flatten_params
+from prompt_tuning_jax.peft import trainable
+
+
+def module_norms(trainable_params: dict) -> dict[str, float]:
+  """{'norm/<module>': float, ..., 'prompt_row_norm': float (when a prompt trains)} of a trainable partition."""
+  squares: dict[str, float] = collections.defaultdict(float)
+  rows = []
+  for path, leaf in flatten_params(trainable_params).items():
+    module = trainable.peft_module(path)
+    if module is None:
+      continue  # not inside a PEFT module (full fine-tuning, BitFit)
+    squares[module] += float(jnp.vdot(leaf, leaf).real)
+    if path.endswith("prompt/prompt"):
+      rows.append(jnp.linalg.norm(leaf.reshape(-1, leaf.shape[-1]), axis=-1))
+  norms = {f"norm/{module}": math.sqrt(value) for module, value in sorted(squares.items())}
+  if rows:
+    norms["prompt_row_norm"] = float(jnp.concatenate(rows).mean())
+  return norms
