@@ -9,6 +9,7 @@ of the previous layer's output H_P^l with a gated memory C (depth plays the role
                                                  `normalize_inputs`, the default on T5 only, §C(8))
   F^l = σ(x W_f + b_f)                          forget gate: how much remembered prompt to keep
   R^l = σ(x W_r + b_r)                          remember gate (`num_gates=1`: R^l = 1 - F^l, GRU-style)
+  (F^l, R^l) /= max(1, F^l + R^l)               elementwise, `max_gate_sum=1` (the default); None skips it
   C^l = F^l ⊙ C^{l-1} + R^l ⊙ H_P^l             C^0 = P^0, the prompt rows entering layer 0
   rows fed to layer l: C^l (`combine='replace'`) or H_P^l + C^l (`combine='add'`)
 
@@ -18,6 +19,13 @@ replaces x W by u ⊙ H_P + v ⊙ C (u, v [d]). Shared full gates cost 4d^2 + 2d
 diagonal ones 6d (METHODS §C(3)).
 Init (§C(4), our choice): W ~ N(0, 0.02); b_f = +1.5, b_r = -1.5, the middle of the suggested ranges, so
 the cell starts near "carry P^0, mix in a little of the layer output".
+NOTE: the gate bound (our choice, not in §C(1)). Two free sigmoids sum to up to 2, and C^l then grows with
+depth: nothing renormalises it, while BERT's text rows leave every post-LN layer at a fixed scale (~12 on
+MiniLM-L6). With F + R <= 1, each element of C^l is a weighted mean (with weights summing to at most 1) of
+C^{l-1} and H_P^l, so |C^l| <= max(|C^{l-1}|, |H_P^l|) elementwise: C never leaves the range of the layer
+outputs it has seen (row norms can still exceed the larger input norm, up to sqrt(|C|^2 + |H_P|^2), when the
+two rows are large in different elements). Where F + R <= 1 already the gates are unchanged; the GRU-style
+single gate needs no bound. It applies to T5 too, where C still follows the growing residual stream.
 """
 import functools
 from typing import Callable, Optional
@@ -41,6 +49,8 @@ class CellGates(nn.Module):
     diagonal: σ(u ⊙ H + v ⊙ C + b) instead of σ([H ; C] W + b).
     normalize_inputs: RMS-normalise H and C (each with its own learned scale) before the gates.
     forget_bias / remember_bias: initial gate biases.
+    max_gate_sum: with two gates, divide both by max(1, (F + R) / max_gate_sum) elementwise, so that
+      F + R <= max_gate_sum (module docstring); None leaves them free.
   """
   embed_dim: int
   num_gates: int = 2
@@ -48,6 +58,7 @@ class CellGates(nn.Module):
   normalize_inputs: bool = False
   forget_bias: float = 1.5
   remember_bias: float = -1.5
+  max_gate_sum: Optional[float] = 1.0
 
   def _gate(self, name: str, x: Array, bias: float) -> Array:
     """σ(x W + b) for x [b, m, 2d] -> [b, m, d]."""
@@ -69,7 +80,12 @@ class CellGates(nn.Module):
       cell = layers.RMSNorm(name="cell_norm")(cell)
     x = jnp.concatenate([hidden, cell], axis=-1)  # [b, m, 2d]
     forget = self._gate("forget", x, self.forget_bias)
-    remember = self._gate("remember", x, self.remember_bias) if self.num_gates == 2 else 1.0 - forget
+    if self.num_gates == 1:
+      return forget, 1.0 - forget
+    remember = self._gate("remember", x, self.remember_bias)
+    if self.max_gate_sum is not None:
+      excess = jnp.maximum(1.0, (forget + remember) / self.max_gate_sum)  # [b, m, d]
+      forget, remember = forget / excess, remember / excess
     return forget, remember
 
 
@@ -117,14 +133,16 @@ class GlobalPromptCell(nn.Module):
 def gpc_factory(*, where: str, backbone: str, num_layers: int, embed_dim: int, prompt_length: int,
                 placement: Optional[str] = None, share_gates: bool = True, num_gates: int = 2,
                 diagonal_gates: bool = False, combine: str = "replace", normalize_inputs: Optional[bool] = None,
-                forget_bias: float = 1.5, remember_bias: float = -1.5) -> Optional[GlobalPromptCell]:
+                forget_bias: float = 1.5, remember_bias: float = -1.5,
+                max_gate_sum: Optional[float] = 1.0) -> Optional[GlobalPromptCell]:
   """The `layer_input_hook` slot: a `GlobalPromptCell` named 'gpc' on the encoder, None elsewhere.
 
   Args:
     where / backbone / num_layers / embed_dim: from the backbone (models/slots.py).
     prompt_length / placement: must match the prompt factory's (gin: %PROMPT_LENGTH, %PROMPT_PLACEMENT).
     share_gates / combine: GlobalPromptCell attributes. num_gates / diagonal_gates / forget_bias /
-      remember_bias: CellGates attributes.
+      remember_bias / max_gate_sum: CellGates attributes (max_gate_sum=1 bounds the cell; None = the
+      unbounded gates of the first reconstruction).
     normalize_inputs: RMS-normalise the gate inputs; None = on for T5, off for BERT (post-LN inputs).
   """
   if where != "encoder":
@@ -133,8 +151,10 @@ def gpc_factory(*, where: str, backbone: str, num_layers: int, embed_dim: int, p
     raise ValueError(f"GPC num_gates={num_gates}; expected 1 (GRU-style) or 2 (forget + remember)")
   if combine not in ("replace", "add"):
     raise ValueError(f"GPC combine={combine!r}; expected 'replace' or 'add'")
+  if max_gate_sum is not None and max_gate_sum <= 0:
+    raise ValueError(f"GPC max_gate_sum={max_gate_sum}; expected a positive bound (1 = convex) or None")
   normalize_inputs = backbone == "t5" if normalize_inputs is None else normalize_inputs
   cell_factory = functools.partial(CellGates, embed_dim, num_gates, diagonal_gates, normalize_inputs,
-                                   forget_bias, remember_bias)
+                                   forget_bias, remember_bias, max_gate_sum)
   return GlobalPromptCell(prompt_length, prompts.prompt_offset(backbone, placement), num_layers, embed_dim,
                           share_gates, combine, cell_factory, name="gpc")

@@ -1,8 +1,8 @@
 """Prompt initialisers (Lester et al. 2021, §3.2; METHODS.md §A(4)) and the label/text encoders they use.
 
 An initialiser is a small frozen dataclass called as `init(rng, length, embed_dim, embedding) -> [P, d]`.
-`embedding` is the frozen token-embedding table `[vocab, d]` (or None); `needs_embedding` says whether
-the initialiser reads it:
+`embedding` is the token table `[vocab, d]` as it looks where the prompt joins (prompts.seam_table: T5's raw
+table, BERT's LayerNorm-ed one), or None; `needs_embedding` says whether the initialiser reads it:
 
   RandomUniform    U[-0.5, 0.5] (the paper; the default) or U[0, 0.5) (`symmetric=False`: the code's
                    flax `uniform(0.5)`).
@@ -10,6 +10,13 @@ the initialiser reads it:
   ClassLabels      row i = mean of the embeddings of label i's pieces; the other rows SampledVocab.
   FromText         the embeddings of a text's tokens, cycled to fill P rows (truncated when longer).
   FromFile         a `[P, d]` .npy file.
+  MatchTableNorm   another initialiser's draw rescaled to the table's mean row norm (BERT's random init).
+
+Scale on BERT (METHODS §A(8)): the prompt joins the LayerNorm-ed embeddings (token rows of norm ~9.4 on
+MiniLM-L6's SST-2 dev text), so table rows come from the seam table (norm ~11.2; the raw word embeddings have
+~1.1), and the random init is `MatchTableNorm(RandomUniform())`: U[-0.5, 0.5] has row norm about
+0.5 * sqrt(d / 3) (5.7 at d = 384), rescaled to the seam table's mean row norm (about U[-1, 1] on MiniLM).
+T5 keeps the paper's U[-0.5, 0.5]. scripts/prompt_scale.py measures all of these.
 
 Label and text ids come from a vocabulary (anything with `encode(str) -> Sequence[int]`, e.g. a seqio
 vocabulary; it must not add EOS/[CLS]/[SEP]) through `encode_labels` / `encode_text`, so the
@@ -80,7 +87,9 @@ class SampledVocab:
   """Rows copied from table rows [population_start, population_start + population_size), no replacement.
 
   NOTE: T5's SentencePiece ids are roughly frequency-ordered, so rows 0..4999 are common pieces (the
-  paper). BERT's WordPiece ids 1..998 are mostly `[unusedN]`: set `population_start=1000` there.
+  paper). BERT's uncased WordPiece vocabulary starts with [PAD], [unusedN], the special tokens and ~1,000
+  single characters; its frequency-ordered words start at id 1996 ('the'): set `population_start=1996`
+  there (ids 1996..6995 on MiniLM: no single characters, 421 '##' continuation pieces).
   The population is clipped to the table (tiny test vocabularies).
   """
   population_size: int = 5000
@@ -144,6 +153,23 @@ class FromFile:
       raise ValueError(f"prompt file {self.path} holds shape {prompt.shape}, but the prompt needs "
                        f"[prompt_length, embed_dim] = {(length, embed_dim)}")
     return jnp.asarray(prompt, jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchTableNorm:
+  """`base`'s draw times one scalar, so that its mean row norm equals the table's mean row norm.
+
+  The direction of every row is `base`'s; only the overall scale comes from the table. On BERT the table
+  is prompts.seam_table's, so a random prompt starts at the scale of the LayerNorm-ed rows it sits among
+  (module docstring).
+  """
+  base: Any = RandomUniform()
+  needs_embedding = True
+
+  def __call__(self, rng: Array, length: int, embed_dim: int, embedding: Optional[Array] = None) -> Array:
+    prompt = self.base(rng, length, embed_dim, embedding)  # [P, d]
+    target = jnp.linalg.norm(embedding.astype(jnp.float32), axis=-1).mean()  # [vocab, d] -> []
+    return prompt * (target / jnp.linalg.norm(prompt, axis=-1).mean())
 
 
 def draw_bank(initializer: Any, rng: Array, shape: Sequence[int], embedding: Optional[Array]) -> Array:

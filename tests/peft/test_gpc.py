@@ -36,8 +36,8 @@ def rms_norm(x, scale):
   return x / np.sqrt(np.mean(x ** 2, -1, keepdims=True) + 1e-6) * scale
 
 
-def reference_cell(params, h_rows, cell, num_gates, diagonal, normalize, combine):
-  """numpy: the METHODS §C(1) equations for one layer -> (rows fed to the layer, new C)."""
+def reference_cell(params, h_rows, cell, num_gates, diagonal, normalize, combine, max_gate_sum=1.0):
+  """numpy: the METHODS §C(1) equations, with the gate bound, for one layer -> (rows fed to the layer, new C)."""
   sigmoid = lambda z: 1 / (1 + np.exp(-z))
   hidden, memory = h_rows, cell
   if normalize:
@@ -51,16 +51,21 @@ def reference_cell(params, h_rows, cell, num_gates, diagonal, normalize, combine
 
   forget = gate("forget")
   remember = gate("remember") if num_gates == 2 else 1 - forget
+  if num_gates == 2 and max_gate_sum is not None:
+    total = forget + remember
+    forget, remember = [np.where(total > max_gate_sum, g * max_gate_sum / total, g) for g in (forget, remember)]
   new_cell = forget * cell + remember * h_rows
   return (new_cell if combine == "replace" else h_rows + new_cell), new_cell
 
 
-@pytest.mark.parametrize("num_gates,diagonal,normalize,combine,offset", [
-    (2, False, False, "replace", 0), (2, False, True, "add", 1), (1, False, True, "replace", 0),
-    (2, True, False, "replace", 1), (1, True, True, "add", 0)])
-def test_one_layer_matches_numpy(num_gates, diagonal, normalize, combine, offset):
-  cell = gpc.GlobalPromptCell(P, offset, 3, D, combine=combine,
-                              cell_factory=functools.partial(gpc.CellGates, D, num_gates, diagonal, normalize))
+# NOTE: max_gate_sum=None is the first reconstruction's default (free gates); 1.0 the current one.
+@pytest.mark.parametrize("num_gates,diagonal,normalize,combine,offset,max_gate_sum", [
+    (2, False, False, "replace", 0, 1.0), (2, False, True, "add", 1, 1.0), (1, False, True, "replace", 0, 1.0),
+    (2, True, False, "replace", 1, 1.0), (1, True, True, "add", 0, 1.0), (2, False, False, "replace", 0, None),
+    (2, True, True, "add", 1, None), (2, False, False, "replace", 1, 0.7)])
+def test_one_layer_matches_numpy(num_gates, diagonal, normalize, combine, offset, max_gate_sum):
+  gates = functools.partial(gpc.CellGates, D, num_gates, diagonal, normalize, max_gate_sum=max_gate_sum)
+  cell = gpc.GlobalPromptCell(P, offset, 3, D, combine=combine, cell_factory=gates)
   rng = np.random.default_rng(1)
   h0, h1 = (jnp.asarray(rng.normal(size=(2, P + 6, D)) * s, jnp.float32) for s in (1.0, 3.0))
   context = {"tokens": jnp.ones((2, 6), jnp.int32)}
@@ -75,11 +80,39 @@ def test_one_layer_matches_numpy(num_gates, diagonal, normalize, combine, offset
   np.testing.assert_array_equal(c0, h0[:, offset:offset + P])
   out1, c1 = call(variables, h1, 1, c0)
   rows, expected_cell = reference_cell(variables["params"]["cell"], np.asarray(h1[:, offset:offset + P]),
-                                       np.asarray(c0), num_gates, diagonal, normalize, combine)
+                                       np.asarray(c0), num_gates, diagonal, normalize, combine, max_gate_sum)
   np.testing.assert_allclose(c1, expected_cell, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(out1[:, offset:offset + P], rows, rtol=1e-5, atol=1e-5)
   text = np.r_[0:offset, offset + P:P + 6]
   np.testing.assert_array_equal(np.asarray(out1)[:, text], np.asarray(h1)[:, text])  # text rows untouched
+
+
+def test_bounded_gates_keep_the_cell_within_its_inputs():
+  """Property, on random inputs and weights: F + R <= 1, and |C^l| <= max(|C^{l-1}|, |H_P^l|) elementwise.
+
+  NOTE: a row-norm bound |C^l| <= max(|C^{l-1}|, |H_P^l|) does NOT follow from per-element gates (C = (1, 0),
+  H = (0, 1), F = (1, 0), R = (0, 1) gives |C^l| = sqrt(2)); the elementwise bound does, and with it
+  |C^l| <= sqrt(|C^{l-1}|^2 + |H_P^l|^2). The free gates (max_gate_sum=None) break it on the same inputs.
+  """
+  rng = np.random.default_rng(4)
+  h = jnp.asarray(rng.normal(size=(8, P, D)) * rng.uniform(0.1, 30, (8, P, 1)), jnp.float32)
+  c = jnp.asarray(rng.normal(size=(8, P, D)) * rng.uniform(0.1, 30, (8, P, 1)), jnp.float32)
+  for diagonal in (False, True):
+    gates = {bound: gpc.CellGates(D, 2, diagonal, forget_bias=2.0, remember_bias=2.0, max_gate_sum=bound)
+             for bound in (1.0, None)}
+    variables = nn.meta.unbox(gates[1.0].init(jax.random.key(0), h, c))
+    variables = jax.tree_util.tree_map(lambda x: x + rng.normal(size=x.shape).astype(np.float32) * 0.3, variables)
+    limit = np.maximum(np.abs(h), np.abs(c))
+    for bound, module in gates.items():
+      forget, remember = module.apply(variables, h, c)
+      new_cell = np.asarray(forget * c + remember * h)
+      if bound is None:
+        assert (np.asarray(forget + remember) > 1.2).any() and (np.abs(new_cell) > limit * 1.1).any()
+        continue
+      assert np.all(np.asarray(forget + remember) <= 1 + 1e-6)
+      assert np.all(np.abs(new_cell) <= limit * (1 + 1e-6))
+      norms = lambda x: np.linalg.norm(x, axis=-1)
+      assert np.all(norms(new_cell) <= np.sqrt(norms(h) ** 2 + norms(c) ** 2) * (1 + 1e-6))
 
 
 BERT_TINY = BertConfig(vocab_size=97, embed_dim=D, num_heads=4, head_dim=8, mlp_dim=48, num_layers=3,
@@ -119,6 +152,38 @@ def test_carry_nothing_new_feeds_p0_to_every_layer(backbone):
   assert not np.allclose(seen[1][:, text], seen[0][:, text])  # while the text rows do evolve
 
 
+@pytest.mark.parametrize("max_gate_sum", [1.0, None])
+def test_bert_prompt_rows_stay_bounded_through_the_layers(max_gate_sum):
+  """Open gates (F ~ R ~ 0.98) on a 6-layer post-LN BERT: with F + R <= 1 the prompt rows entering every layer
+  stay within the elementwise range of P^0 and the prompt rows every earlier layer put out, at the text rows'
+  scale; the free gates add the layer outputs up, and the rows grow with depth."""
+  config = BERT_TINY.replace(num_layers=6)
+  ids = tokens() % 97
+  model = bert.BertModel(config, slots(forget_bias=4.0, remember_bias=4.0, max_gate_sum=max_gate_sum))
+  params = nn.meta.unbox(model.init(jax.random.key(0), ids)["params"])
+  seen, outputs = [], []
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, bert.BertLayer) and context.method_name == "__call__":
+      seen.append(np.asarray(args[0])[:, 1:1 + P])
+      outputs.append(np.asarray(out)[:, 1:1 + P])
+    return out
+
+  with nn.intercept_methods(record):
+    model.apply({"params": params}, ids)
+  norms = [np.linalg.norm(x, axis=-1).mean() for x in seen]
+  layer_output_norm = np.mean([np.linalg.norm(x, axis=-1).mean() for x in outputs])
+  if max_gate_sum is None:
+    assert norms[-1] > 3 * layer_output_norm and np.all(np.diff(norms[1:]) > 0), norms
+    return
+  limit = np.abs(seen[0])
+  for layer in range(1, 6):
+    limit = np.maximum(limit, np.abs(outputs[layer - 1]))  # P^0 and H_P^1..H_P^layer
+    assert np.all(np.abs(seen[layer]) <= limit * (1 + 1e-5)), layer
+  assert max(norms[1:]) < 1.5 * layer_output_norm, norms
+
+
 @pytest.mark.parametrize("combine,forget_bias,remember_bias", [("replace", -1e3, 1e3), ("add", -1e3, -1e3)])
 def test_pass_through_cell_is_prompt_tuning_exactly(combine, forget_bias, remember_bias):
   """C^l = H_P^l (replace) or C^l = 0 (add): the output is vanilla prompt tuning's, bit for bit."""
@@ -155,6 +220,8 @@ def test_factory_rejects_unknown_switches():
     make(num_gates=3)
   with pytest.raises(ValueError, match="combine='mix'; expected 'replace' or 'add'"):
     make(combine="mix")
+  with pytest.raises(ValueError, match="max_gate_sum=0; expected a positive bound"):
+    make(max_gate_sum=0)
   assert gpc.gpc_factory(where="decoder", backbone="t5", num_layers=2, embed_dim=D, prompt_length=P) is None
 
 

@@ -1,6 +1,7 @@
 """Prompt tuning: the input_transform against an independent concatenation, the prompt bank, every init."""
 import functools
 import math
+import os
 import re
 
 import flax.linen as nn
@@ -290,21 +291,103 @@ def test_from_file(tmp_path):
     prompt_init.FromFile(path)(None, 4, 32)
 
 
+def perturbed(params, seed=3):
+  """Every leaf plus noise, so that LayerNorm scales and biases and the token-type rows all matter."""
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_map(lambda x: x + jnp.asarray(rng.normal(size=x.shape) * 0.5, x.dtype), params)
+
+
 @pytest.mark.parametrize("model_cls,config", [(T5, T5_TINY), (bert.BertModel, BERT_TINY)])
 def test_initialize_prompt_after_checkpoint(model_cls, config):
-  """Table-based inits leave NaN at model.init; initialize_prompt draws from the table in params."""
+  """Table-based inits leave NaN at model.init; initialize_prompt draws from the seam table of params."""
   model = with_prompt(model_cls, config, initializer=prompt_init.SampledVocab(), num_prompts=2)
   tokens = t5_tokens()
   params = init(model, tokens, tokens[:, :3]) if model_cls is T5 else init(model, tokens % 97)
   path = ("encoder", "prompt", "prompt") if model_cls is T5 else ("prompt", "prompt")
   get = lambda p: functools.reduce(lambda tree, key: tree[key], path, p)
   assert np.isnan(get(params)).all()
+  params = perturbed(params)
   filled = prompts.initialize_prompt(params, prompt_init.SampledVocab(), jax.random.key(1))
-  embedding = prompts.find_embedding_table(params)
+  seam = prompts.seam_table(params)
   bank = get(filled)
   assert bank.shape == (2, P, 32) and not np.array_equal(bank[0], bank[1])
   for prompt in bank:
-    assert len(set(row_ids(prompt, embedding).tolist())) == P
+    assert len(set(row_ids(prompt, seam).tolist())) == P
   with pytest.raises(ValueError, match="no 'prompt/prompt' parameter"):
-    prompts.initialize_prompt({"token_embedder": {"embedding": embedding}}, prompt_init.SampledVocab(),
+    prompts.initialize_prompt({"token_embedder": {"embedding": seam}}, prompt_init.SampledVocab(),
                               jax.random.key(1))
+
+
+def test_t5_seam_table_is_the_raw_table():
+  """T5's prompt joins the raw embedded input: its seam table is the token_embedder table itself."""
+  tokens = t5_tokens()
+  params = init(with_prompt(T5, T5_TINY), tokens, tokens[:, :3])
+  assert prompts.seam_table(params) is prompts.find_embedding_table(params)
+
+
+@pytest.mark.parametrize("model_cls", [bert.BertModel, bert.BertForSequenceClassification])
+def test_bert_seam_table_is_what_the_embeddings_give_without_positions(model_cls):
+  """Row t = the model's own embedding of token t in segment A, with the position table zeroed."""
+  ids = np.arange(96, dtype=np.int32).reshape(4, 24)  # every id but one, at most max_position_embeddings=24 long
+  model = with_prompt(model_cls, BERT_TINY)
+  params = perturbed(init(model, ids))
+  base = params if model_cls is bert.BertModel else params["bert"]
+  no_positions = {**base, "embeddings": {**base["embeddings"], "position_embeddings": {
+      "embedding": jnp.zeros_like(base["embeddings"]["position_embeddings"]["embedding"])}}}
+  expected = with_prompt(bert.BertModel, BERT_TINY).apply({"params": no_positions}, ids, method=bert.BertModel.embed)
+  seam = prompts.seam_table(params)
+  assert seam.shape == (97, 32) and seam.dtype == jnp.float32
+  np.testing.assert_allclose(seam[ids], expected, rtol=1e-5, atol=1e-5)
+  raw = prompts.find_embedding_table(params)
+  assert not np.allclose(seam, raw, atol=0.1)
+
+
+def test_bert_class_labels_are_label_rows_at_the_seam():
+  """ClassLabels through initialize_prompt on BERT: row i = the mean seam row of label i's pieces."""
+  ids = np.arange(1, 9, dtype=np.int32).reshape(2, 4)
+  initializer = prompt_init.ClassLabels(label_ids=((3, 4), (7,)))
+  model = with_prompt(bert.BertModel, BERT_TINY, initializer=initializer)
+  params = perturbed(init(model, ids))
+  prompt = prompts.initialize_prompt(params, initializer, jax.random.key(0))["prompt"]["prompt"][0]
+  seam = prompts.seam_table(params)
+  np.testing.assert_allclose(prompt[0], (seam[3] + seam[4]) / 2, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(prompt[1], seam[7])
+  assert len(set(row_ids(prompt[2:], seam).tolist())) == P - 2
+
+
+def test_match_table_norm_rescales_the_base_draw():
+  """One scalar: the rows keep the base draw's directions and take the table's mean row norm."""
+  embedding = table() * 7.0
+  initializer = prompt_init.MatchTableNorm(prompt_init.RandomUniform())
+  prompt = np.asarray(initializer(jax.random.key(0), 100, 16, embedding))
+  base = np.asarray(prompt_init.RandomUniform()(jax.random.key(0), 100, 16))
+  ratio = prompt / base
+  np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(prompt, axis=-1).mean(),
+                             np.linalg.norm(np.asarray(embedding), axis=-1).mean(), rtol=1e-5)
+  # Drawn after the checkpoint: NaN at model.init, like the other table-based inits.
+  ids = np.arange(1, 9, dtype=np.int32).reshape(2, 4)
+  assert initializer.needs_embedding
+  assert np.isnan(init(with_prompt(bert.BertModel, BERT_TINY, initializer=initializer), ids)["prompt"]["prompt"]).all()
+
+
+def test_results_files_bind_bert_scale_inits():
+  """The MiniLM results files: sampled vocab from 'the' (id 1996), random init at the seam's scale."""
+  bindings = ["TRAIN_STEPS = 10", "CLASS_LABELS = ['negative', 'positive']"]
+  for name in ("prompt_tuning_vocab", "prompt_tuning_class_label", "gpc"):
+    gin_utils.parse_gin(["models/minilm.gin", f"results/{name}.gin"], bindings)
+    assert gin.query_parameter("prompt_init.SampledVocab.population_start") == 1996, name
+  gin_utils.parse_gin(["models/minilm.gin", "results/prompt_tuning_random.gin"], bindings)
+  assert gin.query_parameter("%PROMPT_INIT").scoped_configurable_fn() == prompt_init.MatchTableNorm(
+      prompt_init.RandomUniform())
+
+
+def test_bert_population_is_frequent_whole_words(minilm_dir):
+  """MiniLM's vocab.txt: ids 1996..6995 (SampledVocab.population_start = 1996) start at 'the', hold no single
+  characters and 421 '##' pieces; ids 1000..5999 (the former start) held 996 single characters."""
+  with open(os.path.join(minilm_dir, "vocab.txt"), encoding="utf-8") as f:
+    vocab = f.read().splitlines()
+  count = lambda words: (sum(w.startswith("##") for w in words), sum(len(w) == 1 for w in words))
+  assert vocab[1996:2000] == ["the", "of", "and", "in"]
+  assert count(vocab[1996:1996 + 5000]) == (421, 0)
+  assert count(vocab[1000:6000]) == (322, 996)
