@@ -60,15 +60,25 @@ def vocabulary_metadata(task_name: str) -> dict[str, Any]:
   return {"class": type(vocabulary).__name__, "path": path, "vocab_size": vocabulary.vocab_size}
 
 
+def _macro(name: str) -> Any:
+  """The value a gin macro refers to, called when it is a configurable reference; None when unbound."""
+  try:
+    value = gin.query_parameter(f"%{name}")
+  except ValueError:
+    return None
+  return value.scoped_configurable_fn() if isinstance(value, gin.config.ConfigurableReference) else value
+
+
 def gin_optimizer():
   """The run's optimizer: the gin `OPTIMIZER` macro (a method or run file's), else the trainer's default,
-  prompt tuning's Adafactor (train/optimizers.py lists each method's)."""
-  try:
-    reference = gin.query_parameter("%OPTIMIZER")
-  except ValueError:
+  prompt tuning's Adafactor (train/optimizers.py lists each method's). A `HEAD_OPTIMIZER` macro (not None)
+  gives the BERT head its own (optimizers.with_head; gin/results/run.gin)."""
+  optimizer = _macro("OPTIMIZER")
+  if optimizer is None:
     return trainer.default_optimizer()
   from prompt_tuning_jax.train import optimizers  # pylint: disable=g-import-not-at-top
-  return optimizers.build_optimizer(reference.scoped_configurable_fn())
+  head = _macro("HEAD_OPTIMIZER")
+  return optimizers.with_head(optimizer, head) if head is not None else optimizers.build_optimizer(optimizer)
 
 
 def prepare_prompt(seed: int):

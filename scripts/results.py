@@ -6,6 +6,8 @@
   python scripts/results.py --setting=cpu --ensembles --out_dir=results_cpu       # 5 prompts x 2 tasks
   python scripts/results.py --setting=cpu --tasks=bert_glue_sst2 --methods=lora,bitfit --out_dir=...  # a subset
   python scripts/results.py --setting=cpu --report_only --out_dir=results_cpu     # the table of finished runs
+  python scripts/results.py --setting=sweep --sweep --out_dir=runs/sweep           # learning-rate sweeps (holdout)
+  python scripts/results.py --setting=sweep --heads --out_dir=runs/sweep           # pooling / head comparison
 
 Tasks, methods and settings: scripts/results_config.py; per-method optimizers: gin/results/<method>.gin.
 Every run's MODEL_DIR is <out_dir>/<task>/<method>/seed_<n>; a run whose result.json exists is skipped, so the
@@ -34,6 +36,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--seeds", help="comma-separated seeds")
   parser.add_argument("--train_steps", type=int, help="override the setting's steps")
   parser.add_argument("--ensembles", action="store_true", help="the prompt-ensemble mode (results_ensembles.py)")
+  parser.add_argument("--sweep", action="store_true",
+                      help="every method at each learning rate of its results_config.Method.sweep (sweep.json/.md)")
+  parser.add_argument("--heads", action="store_true",
+                      help="results_config.HEAD_METHODS x HEAD_VARIANTS at the method files' rates (heads.json/.md)")
+  parser.add_argument("--variants", help="comma-separated subset of results_config.HEAD_VARIANTS (--heads)")
   parser.add_argument("--dry_run", action="store_true", help="list the runs and exit")
   parser.add_argument("--report_only", action="store_true",
                       help="train nothing: write results.json/.md from the plan's finished runs")
@@ -62,6 +69,21 @@ def setting_from(args: argparse.Namespace) -> config.Setting:
   return dataclasses.replace(base, **replace)
 
 
+def make_plan(args: argparse.Namespace, setting: config.Setting) -> list:
+  """The runs of the table (task x method x seed), of --sweep (x each method's learning rates) or of --heads
+  (HEAD_METHODS x head variants)."""
+  import results_runs  # pylint: disable=g-import-not-at-top
+  Run = results_runs.Run
+  if args.heads:
+    methods = choose(args.methods, config.HEAD_METHODS, config.METHODS, "methods")
+    variants = choose(args.variants, tuple(config.HEAD_VARIANTS), config.HEAD_VARIANTS, "variants")
+    return [Run(t, m, s, variant=v) for t in setting.tasks for m in methods for v in variants for s in setting.seeds]
+  if args.sweep:
+    return [Run(t, m, s, learning_rate=lr) for t in setting.tasks for m in setting.methods
+            for lr in config.METHODS[m].sweep for s in setting.seeds]
+  return [Run(t, m, s) for t in setting.tasks for m in setting.methods for s in setting.seeds]
+
+
 def main(argv: list[str]) -> int:
   args = parse_args(argv)
   setting = setting_from(args)
@@ -69,6 +91,10 @@ def main(argv: list[str]) -> int:
   os.makedirs(args.out_dir, exist_ok=True)
   with open(os.path.join(args.out_dir, "command.txt"), "a") as f:
     f.write(command + "\n")
+  import jax  # pylint: disable=g-import-not-at-top
+  # runs of one method share their train and eval steps (seeds, repeated commands): compile each once
+  jax.config.update("jax_compilation_cache_dir", os.path.join(args.out_dir, ".jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   import results_report as report  # pylint: disable=g-import-not-at-top  (imports jax, tensorflow)
   import results_runs  # pylint: disable=g-import-not-at-top
   from prompt_tuning_jax.train import outputs  # pylint: disable=g-import-not-at-top
@@ -83,7 +109,7 @@ def main(argv: list[str]) -> int:
     text = report.ensemble_markdown(command, reports)
     path = os.path.join(args.out_dir, "ensembles.md")
   else:
-    plan = [results_runs.Run(t, m, s) for t in setting.tasks for m in setting.methods for s in setting.seeds]
+    plan = make_plan(args, setting)
     if args.dry_run:
       print("\n".join(run.directory for run in plan))
       return 0
@@ -92,10 +118,11 @@ def main(argv: list[str]) -> int:
       print(f"report only: {len(results)} of {len(plan)} runs finished", flush=True)
     else:
       results = [results_runs.train(run, setting, args.out_dir) for run in plan]
-    outputs.write_json(os.path.join(args.out_dir, "results.json"),
-                       report.payload(command, args.setting, setting, results))
-    text = report.markdown(command, args.setting, setting, results)
-    path = os.path.join(args.out_dir, "results.md")
+    name = "sweep" if args.sweep else "heads" if args.heads else "results"
+    outputs.write_json(os.path.join(args.out_dir, f"{name}.json"), report.payload(command, args.setting, setting, results))
+    text = (report.sweep_markdown(command, results) if name != "results" else
+            report.markdown(command, args.setting, setting, results))
+    path = os.path.join(args.out_dir, f"{name}.md")
   with open(path, "w") as f:
     f.write(text)
   print(text)

@@ -1,10 +1,12 @@
 """What scripts/results.py runs: the tasks, the methods (gin/results/*.gin) and the settings smoke | cpu | full.
 
-Learning rates and schedules live in the gin/results/<method>.gin files (each cites METHODS.md); a setting only
-cuts the budget (tasks, methods, seeds, steps, batch, lengths) and may scale every learning rate (`lr_scale`).
+Learning rates and schedules live in the gin/results/<method>.gin files (each cites METHODS.md and the sweep that
+chose it); a setting only cuts the budget (tasks, methods, seeds, steps, batch, lengths). The `sweep` setting trains
+each method at each of its `Method.sweep` learning rates on a holdout carved from the train split
+(results_tasks.py), never on the dev set the table reports.
 """
 import dataclasses
-from typing import Optional
+from typing import Optional, Union
 
 BOOLQ = "bert_super_glue_boolq"
 BOOLQ_TRAIN_ROWS = 2000
@@ -21,6 +23,8 @@ class Task:
     metrics: eval metric keys shown in the table, main first (the JSON keeps every metric).
     length: input_ids length of the full setting.
     train_steps: steps of the full setting at batch 32 (about 3 epochs of SST-2, 20-60 of the small sets).
+    cpu_steps: steps of the `cpu` setting at batch 32 (the table on 2 CPU cores).
+    holdout_fraction: the share of train rows held out as the sweeps' validation set.
     single_sentence: PASTA then uses 2 special-token vectors ([CLS], [SEP]), as the paper.
   """
   name: str
@@ -28,35 +32,46 @@ class Task:
   metrics: tuple[str, ...]
   length: int
   train_steps: int
+  cpu_steps: int
+  holdout_fraction: float
   single_sentence: bool = False
 
 
 TASKS = {task.name: task for task in [
-    Task("bert_glue_sst2", "SST-2", ("accuracy",), 128, 6000, single_sentence=True),
-    Task("bert_glue_rte", "RTE", ("accuracy",), 128, 2000),
-    Task("bert_glue_mrpc", "MRPC", ("f1", "accuracy"), 128, 2000),
-    Task("bert_super_glue_cb", "CB", ("mean_3class_f1", "accuracy"), 128, 500),
-    Task(BOOLQ, "BoolQ*", ("accuracy",), 256, 1500),
+    Task("bert_glue_sst2", "SST-2", ("accuracy",), 128, 6000, 2000, 1 / 64, single_sentence=True),
+    Task("bert_glue_rte", "RTE", ("accuracy",), 128, 2000, 800, 0.1),
+    Task("bert_glue_mrpc", "MRPC", ("f1", "accuracy"), 128, 2000, 1200, 0.1),
+    Task("bert_super_glue_cb", "CB", ("mean_3class_f1", "accuracy"), 128, 500, 250, 0.2),
+    Task(BOOLQ, "BoolQ*", ("accuracy",), 256, 1500, 600, 0.1),
 ]}
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """One method: its gin/results file and extra bindings on single-sentence tasks."""
+  """One method: its gin/results file, extra bindings on single-sentence tasks, and its learning-rate sweep.
+
+  Attributes:
+    sweep: the values of `sweep_macro` the `sweep` setting tries (around the paper's; METHODS.md §(5)).
+    sweep_macro: the method's own learning rate: LEARNING_RATE, or PROMPT_LEARNING_RATE for the prompt's.
+  """
   label: str
   gin_file: str
   single_sentence_bindings: tuple[str, ...] = ()
+  sweep: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
+  sweep_macro: str = "LEARNING_RATE"
 
 
+PROMPT_SWEEP = dict(sweep=(3e-3, 1e-2, 3e-2), sweep_macro="PROMPT_LEARNING_RATE")
 METHODS = {
-    "full_finetuning": Method("full fine-tuning", "results/full_finetuning.gin"),
+    "full_finetuning": Method("full fine-tuning", "results/full_finetuning.gin", sweep=(2e-5, 5e-5, 1e-4)),
     "bitfit": Method("BitFit", "results/bitfit.gin"),
-    "prompt_tuning_random": Method("prompt tuning, random init", "results/prompt_tuning_random.gin"),
-    "prompt_tuning_vocab": Method("prompt tuning, sampled vocab", "results/prompt_tuning_vocab.gin"),
-    "prompt_tuning_class_label": Method("prompt tuning, class labels", "results/prompt_tuning_class_label.gin"),
-    "gpc": Method("prompt tuning + GPC (reconstructed)", "results/gpc.gin"),
+    "prompt_tuning_random": Method("prompt tuning, random init", "results/prompt_tuning_random.gin", **PROMPT_SWEEP),
+    "prompt_tuning_vocab": Method("prompt tuning, sampled vocab", "results/prompt_tuning_vocab.gin", **PROMPT_SWEEP),
+    "prompt_tuning_class_label": Method("prompt tuning, class labels", "results/prompt_tuning_class_label.gin",
+                                        **PROMPT_SWEEP),
+    "gpc": Method("prompt tuning + GPC (reconstructed)", "results/gpc.gin", **PROMPT_SWEEP),
     "fl_tuning": Method("FL-tuning (k=160)", "results/fl_tuning.gin"),
-    "pasta": Method("PASTA", "results/pasta.gin", ("NUM_SPECIAL_TOKENS = 2",)),
+    "pasta": Method("PASTA", "results/pasta.gin", ("NUM_SPECIAL_TOKENS = 2",), sweep=(2.5e-4, 1e-3, 3e-3)),
     "sequential_adapter": Method("sequential adapter (r=200)", "results/sequential_adapter.gin"),
     "parallel_adapter": Method("parallel adapter (r=200)", "results/parallel_adapter.gin"),
     "scaled_parallel_adapter": Method("scaled parallel adapter (r=512, s=4)", "results/scaled_parallel_adapter.gin"),
@@ -65,6 +80,17 @@ METHODS = {
     "mam": Method("MAM (l=16, r=16, s=2)", "results/mam.gin"),
 }
 
+HEAD_VARIANTS = {
+    "pooler": ("POOLING = 'pooler'",),
+    "pooler_lr1e-2": ("POOLING = 'pooler'", "HEAD_LEARNING_RATE = 1e-2"),
+    "pooler_trained": ("POOLING = 'pooler'", "trainable.trainable_mask.extra_patterns = [r'(^|/)pooler/']"),
+    "cls": ("POOLING = 'cls'",),
+    "mean": ("POOLING = 'mean'",),
+}
+"""The head choices `--heads` compares (gin bindings after the method's; models/bert.py POOLINGS)."""
+HEAD_METHODS = ("bitfit", "prompt_tuning_random", "lora")
+"""One method per family for the head comparison: biases, input prompts, low-rank / adapter deltas."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
@@ -72,8 +98,9 @@ class Setting:
 
   Attributes:
     tasks / methods / seeds: what runs (seeds: `runs.train.seed`).
-    train_steps: None = each task's full-setting steps. batch_size, max_length: the cap on `Task.length`.
-    lr_scale: multiplies LEARNING_RATE and PROMPT_LEARNING_RATE of the method files.
+    train_steps: an int for every task, or 'full' / 'cpu' = each task's `train_steps` / `cpu_steps`.
+    batch_size, max_length: the cap on `Task.length`.
+    holdout: train on the train split minus the task's holdout and evaluate on the holdout (results_tasks.py).
     eval_period: 0 = evaluate once at the end. eval_max_examples: None = the whole dev set.
     ensemble_tasks / ensemble_prompts / ensemble_method: the --ensembles mode (K prompts per task).
     backbone_bindings: extra gin bindings (a tiny random BERT for the notebooks' tiny runs);
@@ -82,10 +109,10 @@ class Setting:
   tasks: tuple[str, ...]
   methods: tuple[str, ...]
   seeds: tuple[int, ...]
-  train_steps: Optional[int]
+  train_steps: Union[int, str]
   batch_size: int
   max_length: int
-  lr_scale: float = 1.0
+  holdout: bool = False
   eval_period: int = 0
   eval_max_examples: Optional[int] = None
   ensemble_tasks: tuple[str, ...] = ("bert_glue_sst2", "bert_glue_rte")
@@ -95,7 +122,9 @@ class Setting:
   use_minilm: bool = True
 
   def steps(self, task: str) -> int:
-    return self.train_steps or TASKS[task].train_steps
+    if isinstance(self.train_steps, int):
+      return self.train_steps
+    return {"full": TASKS[task].train_steps, "cpu": TASKS[task].cpu_steps}[self.train_steps]
 
   def length(self, task: str) -> int:
     return min(TASKS[task].length, self.max_length)
@@ -106,12 +135,14 @@ SETTINGS = {
     "smoke": Setting(tasks=("bert_super_glue_cb",), methods=("bitfit", "lora", "prompt_tuning_random"), seeds=(0,),
                      train_steps=3, batch_size=4, max_length=32, ensemble_tasks=("bert_super_glue_cb",),
                      ensemble_prompts=2),
-    # 2 CPU cores in about an hour: SST-2 and RTE, every method, one seed, 100 steps of 16 at length 64. The
-    # method files' learning rates are tuned for 10+ epochs; 100 steps is < 1 epoch, so every rate is x10 (as
-    # gin/runs/demo.gin does for LoRA).
-    "cpu": Setting(tasks=("bert_glue_sst2", "bert_glue_rte"), methods=tuple(METHODS), seeds=(0,), train_steps=100,
-                   batch_size=16, max_length=64, lr_scale=10.0, ensemble_prompts=5),
+    # Learning-rate sweeps and the head comparison: SST-2's holdout (1/64 of train: 1,063 rows), 400 steps of 32.
+    "sweep": Setting(tasks=("bert_glue_sst2",), methods=tuple(METHODS), seeds=(0,), train_steps=400, batch_size=32,
+                     max_length=128, holdout=True),
+    # The table on 2 CPU cores: every task and method, each task's cpu_steps at batch 32 (SST-2 about one epoch,
+    # the small tasks 10-30 epochs), length-bucketed batches; seeds 0-2 for SST-2 and CB (--seeds).
+    "cpu": Setting(tasks=tuple(TASKS), methods=tuple(METHODS), seeds=(0,), train_steps="cpu", batch_size=32,
+                   max_length=256, ensemble_prompts=5),
     # The real table (an accelerator): every task and method, 3 seeds, the tasks' steps at batch 32.
-    "full": Setting(tasks=tuple(TASKS), methods=tuple(METHODS), seeds=(0, 1, 2), train_steps=None, batch_size=32,
+    "full": Setting(tasks=tuple(TASKS), methods=tuple(METHODS), seeds=(0, 1, 2), train_steps="full", batch_size=32,
                     max_length=512, eval_period=500),
 }

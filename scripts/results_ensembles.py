@@ -25,6 +25,7 @@ from prompt_tuning_jax.checkpoints import hf_bert
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 
 PROMPT_ONLY = "results/prompt_only.gin"
+POOLING = "results/pooling.gin"  # the head reads what it was trained on (results/run.gin includes it too)
 
 
 def export_head(head_result: dict, out_dir: str, path: str) -> None:
@@ -40,7 +41,7 @@ def export_head(head_result: dict, out_dir: str, path: str) -> None:
 def evaluate(run: results_runs.Run, setting: config.Setting, checkpoint_dirs: list[str], head_checkpoint: str,
              output_dir: str) -> dict[str, Any]:
   """runs.evaluate over the K prompt runs (one bank, one forward per batch)."""
-  files = ["models/minilm.gin", config.METHODS[run.method].gin_file, PROMPT_ONLY, "runs/eval.gin"]
+  files = ["models/minilm.gin", config.METHODS[run.method].gin_file, PROMPT_ONLY, "runs/eval.gin", POOLING]
   bindings = results_runs.model_bindings(run, setting, head_checkpoint) + [
       f"CHECKPOINT_DIRS = {checkpoint_dirs!r}", f"OUTPUT_DIR = '{output_dir}'", "BATCH_SIZE = 64",
       f"TRAIN_STEPS = {setting.steps(run.task)}",  # the method file's optimizer refers to it

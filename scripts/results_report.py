@@ -27,10 +27,13 @@ def notes(setting_name: str, setting: config.Setting) -> list[str]:
   """The cut of this setting in words (goes into both outputs)."""
   lines = [f"setting {setting_name}: seeds {list(setting.seeds)}, batch {setting.batch_size}, input length "
            f"min(task length, {setting.max_length}), steps "
-           f"{setting.train_steps or {config.TASKS[t].label: config.TASKS[t].train_steps for t in setting.tasks}}, "
-           f"learning rates of gin/results x {setting.lr_scale:g}, evaluation "
+           f"{ {config.TASKS[t].label: setting.steps(t) for t in setting.tasks} }, "
+           f"learning rates of gin/results (or the sweep's), evaluation "
            f"{'every %d steps, the last reported' % setting.eval_period if setting.eval_period else 'at the end'}"
            f"{'' if setting.eval_max_examples is None else f' on the first {setting.eval_max_examples} examples'}."]
+  if setting.holdout:
+    lines.append("evaluated on a holdout of each task's train split (scripts/results_tasks.py), trained on the rest; "
+                 "the dev set is not read.")
   if not setting.use_minilm:
     lines.append("backbone: a seeded random tiny BERT (no checkpoint): plumbing only, the numbers mean nothing.")
   if config.BOOLQ in setting.tasks:
@@ -78,4 +81,23 @@ def ensemble_markdown(command: str, reports: list[dict]) -> str:
       combined = [f"{metrics[f'{c}/{name}']:.2f}" for c in ("mean", "best", "majority_vote", "mean_log_prob")]
       lines.append(f"| {config.TASKS[report['task']].label} | {name} | {report['head_metrics'][name]:.2f} | "
                    + " | ".join(prompts + combined) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def sweep_markdown(command: str, results: list[dict]) -> str:
+  """One row per (task, method, head variant): the main metric at each learning rate, the best marked, and the
+  features' mean pairwise cosine (collapse) at the best."""
+  lines = [f"Command: `{command}`", "", "| task | method | head | learning rates: main metric (feature cosine) | best |",
+           "|---|---|---|---|---|"]
+  keys = dict.fromkeys((r["task"], r["method"], r.get("variant")) for r in results)
+  for task, method, variant in keys:
+    runs = sorted((r for r in results if (r["task"], r["method"], r.get("variant")) == (task, method, variant)),
+                  key=lambda r: r["learning_rate"] or 0)
+    metric = config.TASKS[task].metrics[0]
+    best = max(runs, key=lambda r: r["metrics"][metric])
+    cells = [f"{r['learning_rate']:g}: {r['metrics'][metric]:.2f} ({r['metrics'].get('feature_cosine', float('nan')):.3f})"
+             if r["learning_rate"] is not None else
+             f"{r['metrics'][metric]:.2f} ({r['metrics'].get('feature_cosine', float('nan')):.3f})" for r in runs]
+    lines.append(f"| {config.TASKS[task].label} | {config.METHODS[method].label} | {variant or '-'} | "
+                 f"{'; '.join(cells)} | {best['learning_rate'] if best['learning_rate'] is not None else '-'} |")
   return "\n".join(lines) + "\n"

@@ -12,42 +12,55 @@ import statistics
 import time
 from typing import Any, Optional, Sequence
 
+import gin
 import results_config as config
 import results_tasks
-
-import gin
 
 import tasks  # pylint: disable=unused-import  (registers every task)
 from prompt_tuning_jax import demo, gin_utils, params, runs
 from prompt_tuning_jax.train import outputs
 from tasks import registry
 
-LEARNING_RATE_MACROS = ("LEARNING_RATE", "PROMPT_LEARNING_RATE")
 COMPILE_STEPS = 2
 """The first steps compile; step time is the median over the steps after them."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """task x method x seed; `directory` is its MODEL_DIR under the output folder."""
+  """task x method x seed, optionally at a learning rate of the method's sweep and a head variant
+  (results_config.HEAD_VARIANTS); `directory` is its MODEL_DIR under the output folder."""
   task: str
   method: str
   seed: int
+  learning_rate: Optional[float] = None
+  variant: Optional[str] = None
 
   @property
   def directory(self) -> str:
-    return os.path.join(self.task, self.method, f"seed_{self.seed}")
+    parts = [self.task, self.method] + ([f"head_{self.variant}"] if self.variant else []) + (
+        [f"lr_{self.learning_rate:g}"] if self.learning_rate is not None else [])
+    return os.path.join(*parts, f"seed_{self.seed}")
+
+  def bindings(self) -> list[str]:
+    """The run's own bindings: its learning rate (the method's sweep macro) and head variant."""
+    method = config.METHODS[self.method]
+    lr = [] if self.learning_rate is None else [f"{method.sweep_macro} = {self.learning_rate!r}"]
+    return lr + list(config.HEAD_VARIANTS[self.variant] if self.variant else ())
 
 
-def task_name(task: str) -> str:
-  """The task the runs train on: BoolQ's val-split variant (results_tasks.py), else the task itself."""
+def task_name(task: str, holdout: bool = False) -> str:
+  """The task the runs train on: BoolQ's val-split variant (results_tasks.py), else the task itself; with
+  `holdout`, its variant that trains without the holdout rows and evaluates on them."""
+  spec = results_tasks.boolq_valsplit(config.BOOLQ_TRAIN_ROWS) if task == config.BOOLQ else None
+  if holdout:
+    return results_tasks.register_holdout(task, config.TASKS[task].holdout_fraction, spec=spec)
   return results_tasks.register_valsplit(task, config.BOOLQ_TRAIN_ROWS) if task == config.BOOLQ else task
 
 
 def model_bindings(run: Run, setting: config.Setting, initial_checkpoint: Optional[str] = None) -> list[str]:
   """The bindings training and evaluation share: backbone, head size, task, lengths, base checkpoint, method
   options; `initial_checkpoint` overrides the MiniLM directory."""
-  name = task_name(run.task)
+  name = task_name(run.task, setting.holdout)
   labels = registry.label_strings(name)
   checkpoint = initial_checkpoint or (demo.minilm_dir() if setting.use_minilm else None)
   bindings = [*setting.backbone_bindings, f"NUM_LABELS = {len(labels)}", f"MIXTURE_OR_TASK_NAME = '{name}'",
@@ -66,24 +79,9 @@ def gin_config(run: Run, setting: config.Setting, model_dir: str, extra_files: S
   bindings = model_bindings(run, setting, initial_checkpoint) + [
       f"MODEL_DIR = '{model_dir}'", f"BATCH_SIZE = {setting.batch_size}", f"TRAIN_STEPS = {setting.steps(run.task)}",
       f"EVAL_PERIOD = {setting.eval_period}", f"runs.train.seed = {run.seed}",
-      f"runs.train.eval_max_examples = {setting.eval_max_examples}"]
+      f"runs.train.eval_max_examples = {setting.eval_max_examples}", *run.bindings(), *extra]
   files = ["models/minilm.gin", config.METHODS[run.method].gin_file, *extra_files, "results/run.gin"]
-  bindings += [*_scaled_learning_rates(files, bindings, setting.lr_scale), *extra]
   return files, bindings
-
-
-def _scaled_learning_rates(files: Sequence[str], bindings: Sequence[str], scale: float) -> list[str]:
-  """Bindings multiplying the method file's learning-rate macros by `scale` (none when scale is 1)."""
-  if scale == 1:
-    return []
-  gin_utils.parse_gin(files, bindings, finalize=False)
-  scaled = []
-  for macro in LEARNING_RATE_MACROS:
-    try:
-      scaled.append(f"{macro} = {gin.query_parameter('%' + macro) * scale!r}")
-    except ValueError:
-      pass  # the method file does not define it
-  return scaled
 
 
 def step_seconds(metrics_jsonl: str, batch_size: int) -> Optional[float]:
@@ -168,7 +166,8 @@ def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence
   metrics = read_json(os.path.join(model_dir, "eval", "metrics.json"))
   result = {"task": run.task, "method": run.method, "seed": run.seed, "model_dir": relative,
             "train_steps": setting.steps(run.task), "batch_size": setting.batch_size,
-            "length": setting.length(run.task), "lr_scale": setting.lr_scale, "metrics": metrics,
+            "length": setting.length(run.task), "learning_rate": run.learning_rate, "variant": run.variant,
+            "holdout": setting.holdout, "metrics": metrics,
             "total_parameters": report["total"], "trainable_parameters": report["trainable"],
             "trainable_percent": report["trainable_percent"],
             "step_seconds": step_seconds(os.path.join(model_dir, "metrics.jsonl"), setting.batch_size),

@@ -70,3 +70,21 @@ def test_macros_that_files_define_or_use_are_accepted_on_the_command_line():
                       ["MODEL_DIR = '/tmp/x'", "PROMPT_LENGTH = 7", "TRAIN_STEPS = 3", "BATCH_SIZE = 2"],
                       finalize=False, check_macros=True)
   assert gin.query_parameter("%PROMPT_LENGTH") == 7 and gin.query_parameter("%TRAIN_STEPS") == 3
+
+
+@pytest.mark.parametrize("method_file, inner_lr, head_lr", [("results/lora.gin", 1e-4, 1e-3),
+                                                            ("results/full_finetuning.gin", 2e-5, 2e-5)])
+def test_results_runs_give_the_head_its_own_learning_rate(method_file, inner_lr, head_lr):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  gin_utils.parse_gin(["models/minilm.gin", method_file, "results/run.gin"],
+                      ["TRAIN_STEPS = 100", "optimizers.linear_decay.warmup_fraction = 0.0"], finalize=False)
+  optimizer = runs.gin_optimizer()
+  params = {"bert": {"layers_0": {"attention": {"lora_query": {"a": jnp.zeros(3)}}}},
+            "classifier": {"kernel": jnp.zeros(3)}}
+  updates, _ = optimizer.update(jax.tree_util.tree_map(jnp.ones_like, params), optimizer.init(params), params)
+  # Adam's first update is -lr * sign(g): the head at HEAD_LEARNING_RATE (results/head.gin), the rest at the
+  # method's LEARNING_RATE; full fine-tuning has one rate for everything (no head.gin).
+  np.testing.assert_allclose(updates["bert"]["layers_0"]["attention"]["lora_query"]["a"], -inner_lr, rtol=1e-3)
+  np.testing.assert_allclose(updates["classifier"]["kernel"], -head_lr, rtol=1e-3)

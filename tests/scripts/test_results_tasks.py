@@ -1,0 +1,50 @@
+"""The results table's task variants (scripts/results_tasks.py): the sweeps' holdout and BoolQ's val split."""
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import results_tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from tasks import data_dir, registry  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def line_numbers(spec, split):
+  path = os.path.join(data_dir.resolve().path, spec.local.split_files[split])
+  file_format = spec.local.file_format
+  file_format = file_format[split] if isinstance(file_format, dict) else file_format
+  return [number for number, _ in file_format.rows(path)]
+
+
+def test_holdout_is_a_seeded_part_of_train_and_the_rest_trains():
+  spec = registry.DATASETS["super_glue_cb"]
+  every = line_numbers(spec, "train")
+  variant = results_tasks.holdout(spec, 0.2, seed=0)
+  train, held = line_numbers(variant, "train"), line_numbers(variant, "validation")
+  assert sorted(train + held) == every and not set(train) & set(held)  # disjoint, together the whole file
+  assert 0.1 * len(every) < len(held) < 0.3 * len(every)
+  assert line_numbers(results_tasks.holdout(spec, 0.2, seed=0), "validation") == held  # a pure function of the seed
+  assert line_numbers(results_tasks.holdout(spec, 0.2, seed=1), "validation") != held
+  with pytest.raises(ValueError, match="fraction=1.5"):
+    results_tasks.holdout(spec, 1.5, seed=0)
+
+
+def test_boolq_holdout_comes_from_its_val_split_train_rows():
+  spec = results_tasks.boolq_valsplit(2000)
+  assert len(line_numbers(spec, "train")) == 2000
+  variant = results_tasks.holdout(spec, 0.1, seed=0)
+  train, held = line_numbers(variant, "train"), line_numbers(variant, "validation")
+  assert sorted(train + held) == line_numbers(spec, "train")
+  assert not set(held) & set(line_numbers(spec, "validation"))  # never the rows BoolQ* reports on
+
+
+def test_registered_holdout_task_reads_the_holdout_as_validation():
+  name = results_tasks.register_holdout("bert_super_glue_cb", 0.2)
+  assert name == "bert_super_glue_cb_holdout" and results_tasks.register_holdout("bert_super_glue_cb", 0.2) == name
+  held = line_numbers(results_tasks.holdout(registry.DATASETS["super_glue_cb"], 0.2, 0), "validation")
+  examples = list(registry.task_dataset(name, "validation", {"input_ids": 32}).as_numpy_iterator())
+  assert len(examples) == len(held)
+  with pytest.raises(ValueError, match="variants are of BERT tasks"):
+    results_tasks.register_holdout("super_glue_cb", 0.2, spec=registry.DATASETS["super_glue_cb"])
