@@ -1,0 +1,534 @@
+"""Training trajectories, ours against HF PEFT or plain PyTorch: same weights, batches, AdamW and schedule.
+
+  python scripts/trajectories.py --out trajectories.json [--steps 10 --batch 8 --length 64]
+
+Trains the real MiniLM-L6 (prompt_tuning_jax.demo.minilm_dir()) on the first `--steps` SST-2 training batches
+(data dir as the tasks package resolves it: $PROMPT_TUNING_DATA_DIR, else ../shared/data) with LoRA, BitFit,
+full fine-tuning and prefix tuning, once with our train step and once with transformers (+ peft), and prints
+and writes per method: steps, max relative loss difference, max relative parameter difference (and the same
+for the parameter updates). tests/peft/test_trajectories.py imports this module for tiny models.
+
+How a comparison runs (`compare_trajectories`):
+  ours    the model's and the method's gin files (`Method`: slots, trainable mask patterns and OPTIMIZER, whose
+          learning rate gets gin/results' linear_decay schedule; wrapped by optimizers.build_optimizer as
+          runs.gin_optimizer does, with clipping where the method clips), and train_step.train_step_fn jitted
+          with the state donated (make_train_step) on `loss_fn_for(model, z_loss=0.0)`, dropout off (rng None);
+  theirs  a `TorchSide`: transformers' model (eval mode: no dropout, gradients still computed) holding our
+          weights through the exporters (checkpoints/hf_bert.py, hf_t5.py, peft_export.py), wrapped by peft
+          where peft has the method; `torch.optim.AdamW` with the settings of `AdamW` below, the decay mask as
+          torch param groups (`no_decay_names`, HF Trainer's rule), transformers'
+          get_linear_schedule_with_warmup, and clip_grad_norm_ when the method clips.
+Both evaluate the schedule at the pre-update step (optax's count, LambdaLR before .step()).
+
+Metrics: loss  max over steps of |ours - theirs| / |theirs|;
+         param max over trained tensors of max|ours - theirs| / max(max|theirs|, lr) (final parameters);
+         update the same on (final - initial), which the initial values do not dominate.
+The floor lr (the peak learning rate, about one Adam step) keeps a tensor that barely moves from dividing
+rounding by rounding; tensors whose exact gradient is zero (NULL_GRADIENT) are left out.
+NOTE: torch's clip_grad_norm_ divides by (norm + 1e-6), optax's clip_by_global_norm by the norm: a relative
+difference of 1e-6 / norm in clipped steps.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import re
+import sys
+import tempfile
+from typing import Any, Callable, Optional, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import flax.linen as nn  # pylint: disable=wrong-import-position
+import gin  # pylint: disable=wrong-import-position
+import jax  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+import peft  # pylint: disable=wrong-import-position
+import torch  # pylint: disable=wrong-import-position
+import transformers  # pylint: disable=wrong-import-position
+from safetensors.numpy import load_file  # pylint: disable=wrong-import-position
+from safetensors.torch import load_file as load_torch_file  # pylint: disable=wrong-import-position
+
+from prompt_tuning_jax import gin_utils  # pylint: disable=wrong-import-position
+from prompt_tuning_jax.checkpoints import hf_bert, hf_t5, peft_export  # pylint: disable=wrong-import-position
+from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params  # pylint: disable=wrong-import-position
+from prompt_tuning_jax.models import inputs  # pylint: disable=wrong-import-position
+from prompt_tuning_jax.params import configured  # pylint: disable=wrong-import-position
+from prompt_tuning_jax.peft import trainable  # pylint: disable=wrong-import-position
+from prompt_tuning_jax.train import optimizers, train_step  # pylint: disable=wrong-import-position
+
+Batch = dict[str, np.ndarray]
+NULL_GRADIENT = re.compile(r"attention\.self\.key\.bias$")
+"""torch names of tensors whose exact gradient is zero: BERT's key bias adds q·b_k to every logit of a query's
+row, which the softmax ignores (without prefix columns). Both sides' gradients there are float noise (~1e-10)
+that Adam turns into updates of either sign, so they are left out of the metrics (`null_gradient_moved`
+reports how far they drifted, in peak learning rates)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamW:
+  """The torch side's optimizer, stated independently of our gin files: AdamW + linear schedule (+ clip).
+
+  Attributes:
+    learning_rate: the peak. betas / eps / weight_decay: torch.optim.AdamW's (decay on the decayed group).
+    total_steps / warmup_steps: get_linear_schedule_with_warmup's. max_grad_norm: clip_grad_norm_'s, or None.
+  """
+  learning_rate: float
+  betas: tuple[float, float]
+  eps: float
+  weight_decay: float
+  total_steps: int
+  warmup_steps: int = 0
+  max_grad_norm: Optional[float] = None
+
+
+TORCH_SETTINGS = {
+    "unified_optimizer": ((0.9, 0.98), 1e-6, 0.1),  # He et al.'s GLUE script (adapters, LoRA, prefix, MAM)
+    "adamw": ((0.9, 0.999), 1e-6, 0.01),  # BERT fine-tuning, HF Trainer's decay
+    "bitfit_optimizer": ((0.9, 0.999), 1e-6, 0.01),  # AdamW; biases carry no decay anyway
+    "fl_tuning_optimizer": ((0.9, 0.999), 1e-6, 0.01),  # bert4keras Adam + decoupled decay
+    "pasta_optimizer": ((0.9, 0.999), 1e-6, 0.0),  # transformers.AdamW, no decay
+}
+"""Our optax function (train/optimizers.py) -> torch.optim.AdamW's (betas, eps, weight_decay), written out
+from each method's paper or code as that module's docstring lists them: the torch side never reads ours."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A method as a run trains it: its gin/methods file and the optimizer its OPTIMIZER macro binds.
+
+  Attributes:
+    gin_file: 'methods/<name>.gin'. optimizer: the TORCH_SETTINGS key of the function OPTIMIZER calls.
+    learning_rate: the peak. warmup_fraction: of the steps, rounded (optimizers.linear_decay's rule).
+    max_grad_norm: global-norm clipping (results/unified_optimizer.gin: 1.0), or None.
+    bindings: extra gin bindings (after the optimizer's; may override OPTIMIZER).
+  """
+  gin_file: str
+  optimizer: str
+  learning_rate: float
+  warmup_fraction: float = 0.0
+  max_grad_norm: Optional[float] = None
+  bindings: tuple[str, ...] = ()
+
+  def adamw(self, steps: int) -> AdamW:
+    betas, eps, weight_decay = TORCH_SETTINGS[self.optimizer]
+    return AdamW(self.learning_rate, betas, eps, weight_decay, steps, int(round(self.warmup_fraction * steps)),
+                 self.max_grad_norm)
+
+
+# ------------------------------------------------------------------------------------------- our side
+
+
+@dataclasses.dataclass
+class Ours:
+  """A gin-built model: params (plain), the method's trainable mask and the run's optimizer."""
+  model: nn.Module
+  params: dict
+  mask: dict
+  optimizer: Any
+
+
+def optimizer_bindings(function: str, adamw: AdamW) -> list[str]:
+  """gin bindings giving the method's optax function (its gin file's OPTIMIZER, e.g. 'unified_optimizer')
+  `adamw`'s schedule, `linear_decay(peak, total_steps, warmup_steps)`, as gin/results files do."""
+  return ["from __gin__ import dynamic_registration", "from prompt_tuning_jax.train import optimizers",
+          f"optimizers.{function}.learning_rate = @optimizers.linear_decay()",
+          f"optimizers.linear_decay.peak_value = {adamw.learning_rate}",
+          f"optimizers.linear_decay.total_steps = {adamw.total_steps}",
+          f"optimizers.linear_decay.warmup_steps = {adamw.warmup_steps}"]
+
+
+def build_ours(model_files: Sequence[str], model_bindings: Sequence[str], method: Method, steps: int,
+               base: Optional[dict] = None, compiler_options: Optional[dict] = None) -> tuple[Ours, AdamW]:
+  """Parses the model's gin files, then the method's; -> (ours, the torch side's AdamW for `steps` steps).
+
+  The gin config stays parsed (the slots read it when the model runs). Our optimizer is the gin OPTIMIZER with
+  the schedule bound (`optimizer_bindings`), wrapped as runs.gin_optimizer does (+ method.max_grad_norm).
+  base: frozen weights to load (e.g. MiniLM), by path; the method's own leaves keep their init.
+  compiler_options: XLA's, for the init (tests pass fast-compile options).
+  """
+  adamw = method.adamw(steps)
+  gin_utils.parse_gin([*model_files, method.gin_file],
+                      [*model_bindings, *optimizer_bindings(method.optimizer, adamw), *method.bindings])
+  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  args, kwargs = inputs.example_inputs(model)
+  init = jax.jit(lambda key: nn.meta.unbox(model.init(key, *args, **kwargs)["params"]),
+                 compiler_options=compiler_options)
+  params = jax.tree_util.tree_map(np.asarray, init(jax.random.key(0)))
+  if base is not None:
+    flat, loaded = flatten_params(params), flatten_params(base)
+    for path, value in loaded.items():
+      if path not in flat or flat[path].shape != value.shape:
+        raise ValueError(f"base weight {path} {value.shape} is not in the model's params "
+                         f"({flat[path].shape if path in flat else 'absent'})")
+      flat[path] = np.asarray(value)
+    params = unflatten_params(flat)
+  mask = configured(trainable.trainable_mask)(params)
+  reference = gin.query_parameter("%OPTIMIZER")
+  if reference.selector.split(".")[-1] != method.optimizer:
+    raise ValueError(f"{method.gin_file}: OPTIMIZER calls {reference.selector}, but the method names "
+                     f"{method.optimizer!r} (whose torch settings the reference uses)")
+  optimizer = optimizers.build_optimizer(reference.scoped_configurable_fn(), method.max_grad_norm)
+  return Ours(model, params, mask, optimizer), adamw
+
+
+def train_ours(ours: Ours, batches: Sequence[Batch], compiler_options: Optional[dict] = None
+               ) -> tuple[list[float], list[float], dict]:
+  """The project's train step (make_train_step's: train_step_fn jitted, state donated), dropout off
+  -> (losses, gradient norms, final params)."""
+  state, frozen = train_step.init_train_state(ours.params, ours.mask, ours.optimizer)
+  step = jax.jit(train_step.train_step_fn(train_step.loss_fn_for(ours.model, z_loss=0.0), ours.optimizer),
+                 donate_argnums=(0,), compiler_options=compiler_options)
+  losses, grad_norms = [], []
+  for batch in batches:
+    state, metrics = step(state, frozen, batch, None)
+    losses.append(float(metrics["loss"]))
+    grad_norms.append(float(metrics["grad_norm"]))
+  final = trainable.merge(state.trainable, frozen)
+  return losses, grad_norms, jax.tree_util.tree_map(np.asarray, final)
+
+
+def decayed_count(ours: Ours) -> int:
+  """Trainable scalars that our optimizer decays (optimizers.NO_DECAY_PATTERNS)."""
+  trained, _ = trainable.split(ours.params, ours.mask)
+  return trainable.count(trained, optimizers.decay_mask()(trained))
+
+
+def base_only(params: dict, names: dict) -> dict:
+  """The leaves a name map (hf_bert / hf_t5 `name_map`) knows: the frozen backbone without method leaves."""
+  return unflatten_params({p: v for p, v in flatten_params(params).items() if p in names})
+
+
+# ----------------------------------------------------------------------------------------- torch side
+
+
+@dataclasses.dataclass
+class TorchSide:
+  """The reference: `model` (its requires_grad parameters train), `loss(batch)`, and the trained parameters
+  both ways under one naming: `theirs()` from the torch model, `ours(params)` from ours. `base_loss(batch)`,
+  where there is one, is the loss with the method switched off (peft's disable_adapter)."""
+  model: torch.nn.Module
+  loss: Callable[[Batch], torch.Tensor]
+  theirs: Callable[[], dict[str, np.ndarray]]
+  ours: Callable[[dict], dict[str, np.ndarray]]
+  base_loss: Optional[Callable[[Batch], torch.Tensor]] = None
+
+
+def _long(x: np.ndarray) -> torch.Tensor:
+  return torch.from_numpy(np.asarray(x, np.int64))
+
+
+def bert_loss(model: torch.nn.Module, position_offset: int = 0) -> Callable[[Batch], torch.Tensor]:
+  """HF's sequence-classification loss (cross-entropy, mean over the batch) on our batch format.
+
+  position_offset: passed as position_ids = arange(l) - offset (peft adds num_virtual_tokens back).
+  """
+  def loss(batch: Batch) -> torch.Tensor:
+    ids = _long(batch["input_ids"])
+    extra = {}
+    if position_offset:
+      extra["position_ids"] = torch.arange(ids.shape[1])[None] - position_offset
+    return model(input_ids=ids, attention_mask=_long(batch["attention_mask"]),
+                 token_type_ids=_long(batch["token_type_ids"]), labels=_long(batch["labels"]), **extra).loss
+  return loss
+
+
+def t5_loss(model: torch.nn.Module) -> Callable[[Batch], torch.Tensor]:
+  """Mean token cross-entropy over the weighted targets (text_to_text_loss with z_loss=0)."""
+  def loss(batch: Batch) -> torch.Tensor:
+    tokens = _long(batch["encoder_input_tokens"])
+    logits = model(input_ids=tokens, attention_mask=tokens > 0,
+                   decoder_input_ids=_long(batch["decoder_input_tokens"])).logits
+    labels = np.where(batch["decoder_loss_weights"] > 0, batch["decoder_target_tokens"], -100)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), _long(labels).reshape(-1),
+                                             ignore_index=-100)
+  return loss
+
+
+def hf_bert_classifier(params: dict, config: Any) -> torch.nn.Module:
+  """transformers' BertForSequenceClassification (eager attention) holding our backbone and head."""
+  hf_config = transformers.BertConfig(**hf_bert.hf_config_from_bert(config), attn_implementation="eager")
+  model = transformers.BertForSequenceClassification(hf_config)
+  names = hf_bert.name_map(config, "sequence_classification", "bert.")
+  state = {k: torch.from_numpy(np.array(v)) for k, v in hf_bert.hf_tensors(base_only(params, names), config).items()}
+  missing, unexpected = model.load_state_dict(state, strict=False)
+  if missing or unexpected:
+    raise ValueError(f"transformers BERT vs our export: missing {missing}, unexpected {unexpected}")
+  return model
+
+
+def hf_t5_model(params: dict, config: Any) -> torch.nn.Module:
+  """hf_t5.to_transformers with the two input embeddings re-tied to `shared`.
+
+  NOTE: to_transformers leaves encoder/decoder.embed_tokens as separate copies of the table (equal values,
+  so a forward pass is exact); training them would give each stack its own table, where ours has one.
+  """
+  model = hf_t5.to_transformers(base_only(params, hf_t5.name_map(config)), config)
+  model.set_input_embeddings(model.shared)
+  return model
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
+  return {n: p.detach().numpy().copy() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def plain_side(ours: Ours, trains: Callable[[str], bool]) -> TorchSide:
+  """Unwrapped transformers model (full fine-tuning, BitFit): `trains(name)` sets requires_grad."""
+  config, is_t5 = ours.model.config, not hasattr(ours.model.config, "num_labels")
+  model = hf_t5_model(ours.params, config) if is_t5 else hf_bert_classifier(ours.params, config)
+  for name, parameter in model.named_parameters():
+    parameter.requires_grad_(bool(trains(name)))
+
+  names = hf_t5.name_map(config) if is_t5 else hf_bert.name_map(config, "sequence_classification", "bert.")
+  trained = {names[path][0] for path, trains_leaf in flatten_params(ours.mask).items() if trains_leaf}
+
+  def ours_named(params: dict) -> dict[str, np.ndarray]:
+    """Our trained leaves (by our mask) in HF names."""
+    tensors = hf_t5.hf_tensors(params, config) if is_t5 else hf_bert.hf_tensors(params, config)
+    return {n: v for n, v in tensors.items() if n in trained}
+
+  return TorchSide(model, t5_loss(model) if is_t5 else bert_loss(model), lambda: trainable_state(model),
+                   ours_named)
+
+
+BITFIT_TORCH = re.compile(r"\.bias$|^classifier\.")
+"""BitFit in torch names (gin/methods/bitfit.gin on BERT): every bias, and the classifier head."""
+
+
+def peft_adapter_side(ours: Ours, directory: str) -> TorchSide:
+  """LoRA or T5 prompt tuning: our export_hf_peft adapter, loaded trainable by peft.PeftModel onto the
+  transformers export of our frozen weights. Compared in peft's saved naming (get_peft_model_state_dict)."""
+  config, is_t5 = ours.model.config, not hasattr(ours.model.config, "num_labels")
+  base = hf_t5_model(ours.params, config) if is_t5 else hf_bert_classifier(ours.params, config)
+  initial = os.path.join(directory, "initial")
+  peft_export.export_hf_peft(ours.params, ours.model, initial)
+  # NOTE: PeftModel.from_pretrained refuses is_trainable=True for prompt learning; this path serves both.
+  setup = peft.PeftConfig.from_pretrained(initial)
+  setup.inference_mode = False
+  model = peft.get_peft_model(base, setup)
+  # compare_trajectories checks that the load took (the sides' starting tensors agree).
+  peft.set_peft_model_state_dict(model, load_torch_file(os.path.join(initial, peft_export.ADAPTER_WEIGHTS)))
+
+  def ours_named(params: dict) -> dict[str, np.ndarray]:
+    path = os.path.join(directory, "final")
+    peft_export.export_hf_peft(params, ours.model, path)
+    return load_file(os.path.join(path, peft_export.ADAPTER_WEIGHTS))
+
+  theirs = lambda: {k: v.detach().numpy().copy() for k, v in peft.get_peft_model_state_dict(model).items()}
+  loss = t5_loss(model) if is_t5 else bert_loss(model)
+  return TorchSide(model, loss, theirs, ours_named, _disabled(model, loss))
+
+
+def _disabled(model: Any, loss: Callable[[Batch], torch.Tensor]) -> Callable[[Batch], torch.Tensor]:
+  """`loss` under peft's disable_adapter (the base model, its original head)."""
+  def base_loss(batch: Batch) -> torch.Tensor:
+    with model.disable_adapter():
+      return loss(batch)
+  return base_loss
+
+
+def _prefixes(params: dict, num_layers: int) -> dict[str, np.ndarray]:
+  """Our BERT prefixes -> peft's PrefixEncoder tensors (torch names relative to prompt_encoder.default).
+
+  Direct (`Prefix`): embedding.weight [p, L*2*d] = per layer i the blocks [key_i, value_i] (peft views the
+  columns as [2L, n, h] and takes rows 2i, 2i + 1 of layer i). MLP (`PrefixMLP`, one layer only): embedding
+  [p, d], transform.0 = hidden (Linear [out, in]), transform.2 = output, whose halves are key and value.
+  """
+  layers = [params["bert"]["encoder"][f"layers_{i}"]["attention"]["prefix"] for i in range(num_layers)]
+  if "key" in layers[0]:
+    return {"embedding.weight": np.concatenate([np.concatenate([l["key"], l["value"]], axis=1) for l in layers], 1)}
+  if num_layers != 1:
+    raise ValueError(f"the prefix MLP of {num_layers} layers has no peft form: peft's one network emits every "
+                     "layer's prefixes; ours has one network per layer (equal only for one layer)")
+  mlp, = layers
+  return {"embedding.weight": mlp["embedding"], "transform.0.weight": mlp["hidden"]["kernel"].T,
+          "transform.0.bias": mlp["hidden"]["bias"], "transform.2.weight": mlp["output"]["kernel"].T,
+          "transform.2.bias": mlp["output"]["bias"]}
+
+
+def peft_prefix_side(ours: Ours, length: int, hidden_dim: Optional[int]) -> TorchSide:
+  """BERT prefix tuning: peft's PrefixTuningConfig (prefix_projection iff hidden_dim) with our prefixes and head.
+
+  NOTE: peft gives the tokens positions p..p+l-1 (its position_ids offset, and BertEmbeddings' default start
+  at the cache length); ours keeps 0..l-1, prefixes being keys and values only. The loss passes
+  position_ids = arange(l) - p, which peft shifts back to arange(l).
+  """
+  config = ours.model.config
+  base = hf_bert_classifier(ours.params, config)
+  setup = peft.PrefixTuningConfig(task_type=peft.TaskType.SEQ_CLS, num_virtual_tokens=length,
+                                  prefix_projection=hidden_dim is not None, encoder_hidden_size=hidden_dim or 1)
+  model = peft.get_peft_model(base, setup)
+  head = hf_bert.name_map(config, "sequence_classification", "bert.")
+
+  def ours_named(params: dict) -> dict[str, np.ndarray]:
+    named = {f"prompt_encoder.default.{k}": v for k, v in _prefixes(params, config.num_layers).items()}
+    for leaf, value in params["classifier"].items():
+      name = head[f"classifier/{leaf}"][0].split(".")[-1]
+      named[f"base_model.classifier.modules_to_save.default.{name}"] = value.T if leaf == "kernel" else value
+    return named
+
+  parameters = dict(model.named_parameters())
+  with torch.no_grad():
+    for name, value in ours_named(ours.params).items():
+      parameters[name].copy_(torch.from_numpy(np.ascontiguousarray(value)))
+  # base_loss: the wrapped BERT called directly, with the trained head (peft's disable_adapter breaks on
+  # prompt learning for SEQ_CLS: it reaches for prepare_inputs_for_generation).
+  return TorchSide(model, bert_loss(model, position_offset=length), lambda: trainable_state(model), ours_named,
+                   bert_loss(model.get_base_model()))
+
+
+def no_decay_names(model: torch.nn.Module) -> set[str]:
+  """HF Trainer's weight-decay exclusions: the parameters of LayerNorm modules (torch's, T5's) and biases."""
+  names = set()
+  for module_name, module in model.named_modules():
+    for name, _ in module.named_parameters(prefix=module_name, recurse=False):
+      if "LayerNorm" in type(module).__name__ or name.endswith("bias"):
+        names.add(name)
+  return names
+
+
+def train_torch(side: TorchSide, batches: Sequence[Batch], adamw: AdamW) -> tuple[list[float], int]:
+  """AdamW steps on the requires_grad parameters, model in eval mode -> (losses, decayed scalar count)."""
+  named = [(n, p) for n, p in side.model.named_parameters() if p.requires_grad]
+  excluded = no_decay_names(side.model)
+  decayed = [p for n, p in named if n not in excluded]
+  groups = [{"params": decayed, "weight_decay": adamw.weight_decay},
+            {"params": [p for n, p in named if n in excluded], "weight_decay": 0.0}]
+  optimizer = torch.optim.AdamW(groups, lr=adamw.learning_rate, betas=adamw.betas, eps=adamw.eps)
+  schedule = transformers.get_linear_schedule_with_warmup(optimizer, adamw.warmup_steps, adamw.total_steps)
+  side.model.eval()
+  losses = []
+  for batch in batches:
+    loss = side.loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if adamw.max_grad_norm is not None:
+      torch.nn.utils.clip_grad_norm_([p for _, p in named], adamw.max_grad_norm)
+    optimizer.step()
+    schedule.step()
+    losses.append(float(loss.detach()))
+  return losses, sum(p.numel() for p in decayed)
+
+
+# --------------------------------------------------------------------------------------------- compare
+
+
+def relative(a: np.ndarray, b: np.ndarray, floor: float) -> float:
+  """max|a - b| / max(max|b|, floor)."""
+  return float(np.abs(a - b).max(initial=0.0)) / max(float(np.abs(b).max(initial=0.0)), floor)
+
+
+def compare_trajectories(ours: Ours, side: TorchSide, batches: Sequence[Batch], adamw: AdamW,
+                         compiler_options: Optional[dict] = None) -> dict[str, Any]:
+  """Trains both sides on `batches` -> losses, grad norms and the metrics of the module docstring.
+
+  Raises ValueError when the two sides do not train the same parameters (names, shapes, counts, decay).
+  """
+  initial_ours, initial_theirs = side.ours(ours.params), side.theirs()
+  if initial_ours.keys() != initial_theirs.keys():
+    raise ValueError(f"trained tensors differ: ours-only {sorted(initial_ours.keys() - initial_theirs.keys())[:4]}, "
+                     f"torch-only {sorted(initial_theirs.keys() - initial_ours.keys())[:4]}")
+  start = max(relative(initial_ours[k], initial_theirs[k], 1e-12) for k in initial_theirs)
+  counts = (trainable.count(ours.params, ours.mask),
+            sum(p.numel() for p in side.model.parameters() if p.requires_grad))
+  if start > 1e-6 or counts[0] != counts[1]:
+    raise ValueError(f"the sides start apart: relative weight difference {start:.1e}, trainable scalars "
+                     f"ours {counts[0]} vs torch {counts[1]}")
+  losses_ours, grad_norms, final = train_ours(ours, batches, compiler_options)
+  losses_theirs, decayed_theirs = train_torch(side, batches, adamw)
+  if decayed_count(ours) != decayed_theirs:
+    raise ValueError(f"weight decay masks differ: ours decays {decayed_count(ours)} scalars, torch {decayed_theirs}")
+  final_ours, final_theirs = side.ours(final), side.theirs()
+  floor = adamw.learning_rate
+  compared = [k for k in final_theirs if not NULL_GRADIENT.search(k)]
+  param = {k: relative(final_ours[k], final_theirs[k], floor) for k in compared}
+  update = {k: relative(final_ours[k] - initial_ours[k], final_theirs[k] - initial_theirs[k], floor) for k in compared}
+  # Tensors whose exact gradient is zero move by float noise on each side: only how far, in peak lrs.
+  noise = [max(np.abs(final_ours[k] - initial_ours[k]).max(), np.abs(final_theirs[k] - initial_theirs[k]).max())
+           for k in final_theirs if NULL_GRADIENT.search(k)]
+  effect = None
+  if side.base_loss is not None:
+    with torch.no_grad():
+      trained, base = float(side.loss(batches[0])), float(side.base_loss(batches[0]))
+    effect = abs(trained - base) / abs(trained)
+  return {
+      "steps": len(batches), "trainable": counts[0], "losses_ours": losses_ours, "losses_theirs": losses_theirs,
+      "grad_norms": grad_norms,
+      "loss_rel": max(abs(a - b) / abs(b) for a, b in zip(losses_ours, losses_theirs)),
+      "param_rel": max(param.values()), "update_rel": max(update.values()),
+      "worst_update": max(update, key=update.get), "method_effect": effect,
+      "null_gradient_moved": float(max(noise, default=0.0)) / floor,
+      "unmoved": sorted(k for k in final_theirs if np.array_equal(final_theirs[k], initial_theirs[k])),
+  }
+
+
+# ------------------------------------------------------------------------------------------ MiniLM, SST-2
+
+MINILM_METHODS = {  # the learning rates and schedules of gin/results/<method>.gin; prefix tuning in peft's form
+    "lora": (Method("methods/lora.gin", "unified_optimizer", 1e-4, 0.06, 1.0), peft_adapter_side),
+    "bitfit": (Method("methods/bitfit.gin", "bitfit_optimizer", 1e-4),
+               lambda ours, d: plain_side(ours, BITFIT_TORCH.search)),
+    "full_finetuning": (Method("methods/full_finetuning.gin", "adamw", 2e-5, 0.1,
+                               bindings=("OPTIMIZER = @optimizers.adamw()",)),
+                        lambda ours, d: plain_side(ours, lambda name: True)),
+    "prefix_tuning": (Method("methods/prefix_tuning.gin", "unified_optimizer", 1e-4, 0.06, 1.0,
+                             bindings=("from prompt_tuning_jax.peft import prefix",
+                                       "prefix.prefix_factory.reparameterize = False")),
+                      lambda ours, d: peft_prefix_side(ours, 30, None)),
+}
+"""name -> (Method, torch side (ours, tmp dir) -> TorchSide). Prefix tuning runs the direct prefixes (peft's
+prefix_projection=False): peft's MLP is one network for all 6 layers, ours one per layer."""
+
+
+def sst2_batches(steps: int, batch_size: int, length: int) -> list[Batch]:
+  """The first steps * batch_size SST-2 training examples in file order, as BERT batches [batch, length]."""
+  from tasks import registry  # pylint: disable=g-import-not-at-top  (imports tensorflow, seqio; registers tasks)
+  ds = registry.model_dataset("bert_glue_sst2", "train", {"input_ids": length}, batch_size, drop_remainder=True,
+                              shuffle=False)
+  keys = ("input_ids", "attention_mask", "token_type_ids", "labels")
+  batches = [{k: np.asarray(b[k], np.int32) for k in keys} for b in ds.take(steps).as_numpy_iterator()]
+  if len(batches) != steps:
+    raise ValueError(f"SST-2 train gave {len(batches)} batches of {batch_size}; --steps={steps} needs {steps}")
+  return batches
+
+
+def main(argv: Sequence[str]) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser.add_argument("--out", required=True, help="JSON file for the table")
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--length", type=int, default=64)
+  parser.add_argument("--methods", default=",".join(MINILM_METHODS), help="comma-separated, from MINILM_METHODS")
+  args = parser.parse_args(argv)
+  unknown = sorted(set(args.methods.split(",")) - set(MINILM_METHODS))
+  if unknown:
+    parser.error(f"--methods has unknown {unknown}; known: {sorted(MINILM_METHODS)}")
+  from prompt_tuning_jax import demo  # pylint: disable=g-import-not-at-top
+  _, base = hf_bert.load_hf_bert(demo.minilm_dir(), head="sequence_classification", num_labels=2)
+  batches = sst2_batches(args.steps, args.batch, args.length)
+  rows = []
+  for name in args.methods.split(","):
+    method, make_side = MINILM_METHODS[name]
+    ours, adamw = build_ours(["models/minilm.gin"], [], method, args.steps, base=base)
+    with tempfile.TemporaryDirectory() as directory:
+      result = compare_trajectories(ours, make_side(ours, directory), batches, adamw)
+    rows.append({"method": name, **result})
+    print(f"{name}: loss rel {result['loss_rel']:.2e}, param rel {result['param_rel']:.2e}, "
+          f"update rel {result['update_rel']:.2e}", flush=True)
+  header = ("| method | steps | trainable | max rel loss diff | max rel param diff | max rel update diff | "
+            "loss first -> last |")
+  lines = [header, "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['method']} | {r['steps']} | {r['trainable']:,} | {r['loss_rel']:.2e} | {r['param_rel']:.2e} | "
+                 f"{r['update_rel']:.2e} | {r['losses_theirs'][0]:.4f} -> {r['losses_theirs'][-1]:.4f} |")
+  print("\n".join(lines))
+  versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+              "jax": jax.__version__}
+  with open(args.out, "w") as f:
+    json.dump({"command": " ".join(["python", "scripts/trajectories.py", *argv]), "settings": vars(args),
+               "versions": versions, "rows": rows}, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
