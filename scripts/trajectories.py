@@ -30,6 +30,7 @@ difference of 1e-6 / norm in clipped steps.
 """
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -53,6 +54,7 @@ from prompt_tuning_jax import gin_utils  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.checkpoints import hf_bert, hf_t5, peft_export  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.models import inputs  # pylint: disable=wrong-import-position
+from prompt_tuning_jax.models.t5 import T5  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.params import configured  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.peft import trainable  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.train import optimizers, train_step  # pylint: disable=wrong-import-position
@@ -138,31 +140,57 @@ def optimizer_bindings(function: str, adamw: AdamW) -> list[str]:
           f"optimizers.linear_decay.warmup_steps = {adamw.warmup_steps}"]
 
 
+def _init(model: nn.Module, paths: Optional[set[str]], compiler_options: Optional[dict]) -> dict:
+  """model.init's params (key 0) at `paths` (all when None), as numpy, flat. XLA prunes the rest of the init."""
+  args, kwargs = inputs.example_inputs(model)
+
+  def init(key: jax.Array) -> dict:
+    flat = flatten_params(nn.meta.unbox(model.init(key, *args, **kwargs)["params"]))
+    return {p: v for p, v in flat.items() if paths is None or p in paths}
+  return jax.tree_util.tree_map(np.asarray, jax.jit(init, compiler_options=compiler_options)(jax.random.key(0)))
+
+
+@functools.lru_cache(maxsize=None)
+def backbone_params(model_class: type, config: Any, compiler_options: tuple = ()) -> dict:
+  """The init of `model_class(config)` with no slots: one compile per backbone, shared by every method on it.
+
+  compiler_options: XLA's, as sorted (name, value) pairs (hashable).
+  """
+  return unflatten_params(_init(model_class(config), None, dict(compiler_options) or None))
+
+
+def _initial_params(model: nn.Module, base: dict, compiler_options: Optional[dict]) -> dict:
+  """The backbone's weights from `base`, the method's own leaves (the rest) from the model's init."""
+  args, kwargs = inputs.example_inputs(model)
+  abstract = flatten_params(jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.key(0), *args, **kwargs)[
+      "params"])))
+  flat = {path: np.asarray(value) for path, value in flatten_params(base).items()}
+  for path, value in flat.items():
+    if path not in abstract or abstract[path].shape != value.shape:
+      raise ValueError(f"base weight {path} {value.shape} is not in the model's params "
+                       f"({abstract[path].shape if path in abstract else 'absent'})")
+  method = set(abstract) - set(flat)
+  if method:
+    flat.update(_init(model, method, compiler_options))
+  return unflatten_params(flat)
+
+
 def build_ours(model_files: Sequence[str], model_bindings: Sequence[str], method: Method, steps: int,
                base: Optional[dict] = None, compiler_options: Optional[dict] = None) -> tuple[Ours, AdamW]:
   """Parses the model's gin files, then the method's; -> (ours, the torch side's AdamW for `steps` steps).
 
   The gin config stays parsed (the slots read it when the model runs). Our optimizer is the gin OPTIMIZER with
   the schedule bound (`optimizer_bindings`), wrapped as runs.gin_optimizer does (+ method.max_grad_norm).
-  base: frozen weights to load (e.g. MiniLM), by path; the method's own leaves keep their init.
-  compiler_options: XLA's, for the init (tests pass fast-compile options).
+  base: the backbone's weights (e.g. MiniLM + a head), by path; None = `backbone_params`' init.
+  compiler_options: XLA's, for the inits (tests pass fast-compile options).
   """
   adamw = method.adamw(steps)
   gin_utils.parse_gin([*model_files, method.gin_file],
                       [*model_bindings, *optimizer_bindings(method.optimizer, adamw), *method.bindings])
   model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-  args, kwargs = inputs.example_inputs(model)
-  init = jax.jit(lambda key: nn.meta.unbox(model.init(key, *args, **kwargs)["params"]),
-                 compiler_options=compiler_options)
-  params = jax.tree_util.tree_map(np.asarray, init(jax.random.key(0)))
-  if base is not None:
-    flat, loaded = flatten_params(params), flatten_params(base)
-    for path, value in loaded.items():
-      if path not in flat or flat[path].shape != value.shape:
-        raise ValueError(f"base weight {path} {value.shape} is not in the model's params "
-                         f"({flat[path].shape if path in flat else 'absent'})")
-      flat[path] = np.asarray(value)
-    params = unflatten_params(flat)
+  if base is None:
+    base = backbone_params(type(model), model.config, tuple(sorted((compiler_options or {}).items())))
+  params = _initial_params(model, base, compiler_options)
   mask = configured(trainable.trainable_mask)(params)
   reference = gin.query_parameter("%OPTIMIZER")
   if reference.selector.split(".")[-1] != method.optimizer:
@@ -206,7 +234,7 @@ def base_only(params: dict, names: dict) -> dict:
 class TorchSide:
   """The reference: `model` (its requires_grad parameters train), `loss(batch)`, and the trained parameters
   both ways under one naming: `theirs()` from the torch model, `ours(params)` from ours. `base_loss(batch)`,
-  where there is one, is the loss with the method switched off (peft's disable_adapter)."""
+  where there is one, is the loss with the method switched off (compare_trajectories' `method_effect`)."""
   model: torch.nn.Module
   loss: Callable[[Batch], torch.Tensor]
   theirs: Callable[[], dict[str, np.ndarray]]
@@ -274,7 +302,7 @@ def trainable_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
 
 def plain_side(ours: Ours, trains: Callable[[str], bool]) -> TorchSide:
   """Unwrapped transformers model (full fine-tuning, BitFit): `trains(name)` sets requires_grad."""
-  config, is_t5 = ours.model.config, not hasattr(ours.model.config, "num_labels")
+  config, is_t5 = ours.model.config, isinstance(ours.model, T5)
   model = hf_t5_model(ours.params, config) if is_t5 else hf_bert_classifier(ours.params, config)
   for name, parameter in model.named_parameters():
     parameter.requires_grad_(bool(trains(name)))
@@ -298,7 +326,7 @@ BITFIT_TORCH = re.compile(r"\.bias$|^classifier\.")
 def peft_adapter_side(ours: Ours, directory: str) -> TorchSide:
   """LoRA or T5 prompt tuning: our export_hf_peft adapter, loaded trainable by peft.PeftModel onto the
   transformers export of our frozen weights. Compared in peft's saved naming (get_peft_model_state_dict)."""
-  config, is_t5 = ours.model.config, not hasattr(ours.model.config, "num_labels")
+  config, is_t5 = ours.model.config, isinstance(ours.model, T5)
   base = hf_t5_model(ours.params, config) if is_t5 else hf_bert_classifier(ours.params, config)
   initial = os.path.join(directory, "initial")
   peft_export.export_hf_peft(ours.params, ours.model, initial)
@@ -418,10 +446,19 @@ def relative(a: np.ndarray, b: np.ndarray, floor: float) -> float:
   return float(np.abs(a - b).max(initial=0.0)) / max(float(np.abs(b).max(initial=0.0)), floor)
 
 
+def _updates(final: dict, initial: dict, reference_final: dict, reference_initial: dict, floor: float,
+             names: Sequence[str]) -> dict[str, float]:
+  """Per tensor: the relative difference of (final - initial) from the reference's."""
+  return {k: relative(final[k] - initial[k], reference_final[k] - reference_initial[k], floor) for k in names}
+
+
 def compare_trajectories(ours: Ours, side: TorchSide, batches: Sequence[Batch], adamw: AdamW,
-                         compiler_options: Optional[dict] = None) -> dict[str, Any]:
+                         compiler_options: Optional[dict] = None, exact: Optional[TorchSide] = None
+                         ) -> dict[str, Any]:
   """Trains both sides on `batches` -> losses, grad norms and the metrics of the module docstring.
 
+  exact: a second copy of the torch side, run in float64: the float32 noise floor. Adds `*_float64` metrics of
+  ours and of the float32 torch side against it (ours no further from exact arithmetic than torch is).
   Raises ValueError when the two sides do not train the same parameters (names, shapes, counts, decay).
   """
   initial_ours, initial_theirs = side.ours(ours.params), side.theirs()
@@ -442,7 +479,7 @@ def compare_trajectories(ours: Ours, side: TorchSide, batches: Sequence[Batch], 
   floor = adamw.learning_rate
   compared = [k for k in final_theirs if not NULL_GRADIENT.search(k)]
   param = {k: relative(final_ours[k], final_theirs[k], floor) for k in compared}
-  update = {k: relative(final_ours[k] - initial_ours[k], final_theirs[k] - initial_theirs[k], floor) for k in compared}
+  update = _updates(final_ours, initial_ours, final_theirs, initial_theirs, floor, compared)
   # Tensors whose exact gradient is zero move by float noise on each side: only how far, in peak lrs.
   noise = [max(np.abs(final_ours[k] - initial_ours[k]).max(), np.abs(final_theirs[k] - initial_theirs[k]).max())
            for k in final_theirs if NULL_GRADIENT.search(k)]
@@ -451,7 +488,17 @@ def compare_trajectories(ours: Ours, side: TorchSide, batches: Sequence[Batch], 
     with torch.no_grad():
       trained, base = float(side.loss(batches[0])), float(side.base_loss(batches[0]))
     effect = abs(trained - base) / abs(trained)
+  float64 = {}
+  if exact is not None:
+    exact.model.double()
+    losses_exact, _ = train_torch(exact, batches, adamw)
+    final_exact = exact.theirs()
+    for name, losses, final_side in (("ours", losses_ours, final_ours), ("torch", losses_theirs, final_theirs)):
+      float64[f"loss_rel_float64_{name}"] = max(abs(a - b) / abs(b) for a, b in zip(losses, losses_exact))
+      float64[f"update_rel_float64_{name}"] = max(_updates(final_side, initial_ours, final_exact, initial_theirs,
+                                                           floor, compared).values())
   return {
+      **float64,
       "steps": len(batches), "trainable": counts[0], "losses_ours": losses_ours, "losses_theirs": losses_theirs,
       "grad_norms": grad_norms,
       "loss_rel": max(abs(a - b) / abs(b) for a, b in zip(losses_ours, losses_theirs)),
@@ -499,6 +546,8 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--length", type=int, default=64)
   parser.add_argument("--methods", default=",".join(MINILM_METHODS), help="comma-separated, from MINILM_METHODS")
+  parser.add_argument("--float64_reference", action="store_true",
+                      help="also run the torch side in float64: how far each float32 side is from exact arithmetic")
   args = parser.parse_args(argv)
   unknown = sorted(set(args.methods.split(",")) - set(MINILM_METHODS))
   if unknown:
@@ -511,7 +560,8 @@ def main(argv: Sequence[str]) -> int:
     method, make_side = MINILM_METHODS[name]
     ours, adamw = build_ours(["models/minilm.gin"], [], method, args.steps, base=base)
     with tempfile.TemporaryDirectory() as directory:
-      result = compare_trajectories(ours, make_side(ours, directory), batches, adamw)
+      exact = make_side(ours, os.path.join(directory, "float64")) if args.float64_reference else None
+      result = compare_trajectories(ours, make_side(ours, directory), batches, adamw, exact=exact)
     rows.append({"method": name, **result})
     print(f"{name}: loss rel {result['loss_rel']:.2e}, param rel {result['param_rel']:.2e}, "
           f"update rel {result['update_rel']:.2e}", flush=True)
@@ -521,6 +571,11 @@ def main(argv: Sequence[str]) -> int:
   for r in rows:
     lines.append(f"| {r['method']} | {r['steps']} | {r['trainable']:,} | {r['loss_rel']:.2e} | {r['param_rel']:.2e} | "
                  f"{r['update_rel']:.2e} | {r['losses_theirs'][0]:.4f} -> {r['losses_theirs'][-1]:.4f} |")
+  if args.float64_reference:
+    lines += ["", "Against a float64 torch run (the float32 noise floor):", "",
+              "| method | loss ours | loss torch | update ours | update torch |", "|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['loss_rel_float64_ours']:.2e} | {r['loss_rel_float64_torch']:.2e} | "
+              f"{r['update_rel_float64_ours']:.2e} | {r['update_rel_float64_torch']:.2e} |" for r in rows]
   print("\n".join(lines))
   versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
               "jax": jax.__version__}

@@ -1,23 +1,38 @@
-"""Training trajectories of tiny models equal HF PEFT's / plain PyTorch's (issue #15).
+"""Training trajectories of tiny models equal HF PEFT's / PyTorch references' (issue #15, part 1).
 
-Each case starts both sides from the same weights (our init, exported through checkpoints/), trains 10 AdamW
-steps on the same batches (two fixed batches, alternated, so that the loss falls), float32 on CPU, dropout off
-on both sides (our rng None; torch eval mode), with the method's gin/results optimizer on our side and
-`torch.optim.AdamW` + get_linear_schedule_with_warmup (+ clip_grad_norm_) stated independently on the other
-(scripts/trajectories.py runs both and holds the torch sides). Asserted:
-  per-step losses           |ours - theirs| / |theirs| <= 1e-5
-  final trained parameters  max|ours - theirs| / max|theirs| per tensor <= 1e-4
-  parameter updates         the same on (final - initial) per tensor <= UPDATE_RTOL (the start does not hide them)
-and that the trajectory moved (the loss changed, every trained tensor moved). The sides' trainable scalar
-counts and weight-decay masks are checked equal before and after training.
+Each case starts both sides from the same weights (our init, exported through checkpoints/), trains STEPS=10
+AdamW steps on the same batches (two fixed batches, alternated so that the loss falls), float32 on CPU, dropout
+off on both sides (our rng None; torch eval mode, gradients on). Ours: the method's gin/methods file (slots,
+trainable patterns, OPTIMIZER) with a linear_decay schedule bound as gin/results files do, and the project's
+train step (scripts/trajectories.py, `build_ours` / `train_ours`). Theirs: peft (LoRA, prompt and prefix
+tuning), plain transformers (full fine-tuning, BitFit) or hand-written torch modules on transformers' BERT
+(adapters, FL-tuning, PASTA: peft lacks them), with torch.optim.AdamW + get_linear_schedule_with_warmup
+(+ clip_grad_norm_) set from trajectories.TORCH_SETTINGS, which never reads our optimizer. Asserted per case:
+  per-step losses        |ours - theirs| / |theirs| <= LOSS_RTOL (1e-5)
+  final trained tensors  max|ours - theirs| / max(max|theirs|, lr) <= PARAM_RTOL (1e-4) per tensor
+  parameter updates      the same on (final - initial) <= UPDATE_RTOL (1e-3): the start cannot hide them
+and that the run means something: the loss moved by > 1%, every trained tensor moved, the method acted (the
+reference's loss with the method off differs by > 0.1%), the sides train the same tensors and scalar counts
+and decay the same ones; in lora_t5 every gradient norm exceeds the clip, so the clipping is compared too.
+Cases marked float64 also run the reference in float64: ours must be as close to it as torch's float32 run
+(losses within LOSS_RTOL, updates within 10x torch's distance).
+BERT's key biases are left out of the tensor metrics (trajectories.NULL_GRADIENT: their exact gradient is 0)
+and only checked to drift less than 5% of one step. Tiny BERTs get frozen kernels of std 1/sqrt(d)
+(`rescale_bert`), else their sublayers, and so prefixes and adapters, barely act.
 
-Where our math and PEFT's differ, the matching form is tested (each case's comment says how):
-  - prefix tuning, BERT: peft puts the tokens at positions p..p+l-1, ours at 0..l-1 (position_ids offset);
-    peft's MLP reparameterisation is one network for all layers, ours one per layer (the MLP case has 1 layer);
-  - prefix tuning, T5: not tested: peft feeds past_key_values to the decoder only (ours: every attention);
-  - prompt tuning runs our T5 'prefix' placement (peft's); BERT prompt tuning has no peft form (peft_export.py);
-  - full fine-tuning of T5: hf_t5.to_transformers unties the two input embeddings; the test re-ties them;
-  - optimizers: Adafactor (prompt tuning's, T5 full fine-tuning's) has no torch twin, so those cases run AdamW.
+Where our math and peft's differ, the matching form is tested:
+  - prefix tuning, BERT: peft gives the tokens positions p..p+l-1 (it offsets position_ids by the prefix
+    length, and BertEmbeddings starts at the cache length), ours 0..l-1 (prefixes are keys and values only):
+    the reference passes position_ids = arange(l) - p, which peft shifts back. peft's MLP reparameterisation
+    is one network emitting every layer's prefixes, ours one network per layer: the MLP case has one layer,
+    the direct prefixes (peft prefix_projection=False) run on two.
+  - prefix tuning, T5: not tested. peft hands past_key_values to T5's decoder only: no encoder prefixes, the
+    cross-attention cache is reset (no cross-attention prefixes), and the decoder's prefix columns get
+    relative position bias; ours prefixes every attention with zero-bias columns.
+  - prompt tuning: our T5 'prefix' placement is peft's; BERT prompt tuning has no peft form (peft_export.py).
+  - full fine-tuning of T5: hf_t5.to_transformers leaves encoder/decoder.embed_tokens as untied copies of the
+    shared table (exact for a forward pass, three tables in training); the reference re-ties them.
+  - optimizers: Adafactor (prompt tuning's and T5 full fine-tuning's) has no torch twin: those cases run AdamW.
 """
 import dataclasses
 import itertools
@@ -91,12 +106,14 @@ def unified(gin_file, *bindings):
 @dataclasses.dataclass(frozen=True)
 class Case:
   """backbone: (gin files, bindings); side: (ours, tmp dir) -> TorchSide; batches: model -> STEPS batches;
-  clipped: every step's gradient norm exceeds method.max_grad_norm (so the clipping itself is compared)."""
+  clipped: every step's gradient norm exceeds method.max_grad_norm (so the clipping itself is compared);
+  float64: also run the reference in float64 and check that ours is as close to it as torch's float32 run."""
   backbone: tuple[list[str], list[str]]
   method: Method
   side: Callable[..., trajectories.TorchSide]
   batches: Callable[..., list]
   clipped: bool = False
+  float64: bool = False
 
 
 def plain(trains):
@@ -111,10 +128,11 @@ def prefix(hidden_dim):
 CASES = {
     # LoRA r=8, alpha=16 on q, v (methods/lora.gin); the T5 gradient norms exceed the clip at every step.
     "lora_bert": Case(bert(), unified("methods/lora.gin"), trajectories.peft_adapter_side, bert_batches),
-    "lora_t5": Case(t5(), unified("methods/lora.gin"), trajectories.peft_adapter_side, t5_batches, clipped=True),
+    "lora_t5": Case(t5(), unified("methods/lora.gin"), trajectories.peft_adapter_side, t5_batches, clipped=True,
+                    float64=True),
     # Full fine-tuning: BERT's AdamW with a 10% warmup (full_finetuning.gin's Adafactor on T5 has no twin).
     "full_finetuning_bert": Case(bert(), Method("methods/full_finetuning.gin", "adamw", 1e-3, 0.1, bindings=(ADAMW,)),
-                                 plain(lambda name: True), bert_batches),
+                                 plain(lambda name: True), bert_batches, float64=True),
     "full_finetuning_t5": Case(t5(), Method("methods/full_finetuning.gin", "adamw", 1e-3, 0.1, bindings=(ADAMW,)),
                                plain(lambda name: True), t5_batches),
     # BitFit: every bias + the classifier (methods/bitfit.gin), against requires_grad by torch name; no warmup.
@@ -128,7 +146,7 @@ CASES = {
     # (peft prefix_projection=False); the MLP reparameterisation on 1 layer (one network either way).
     "prefix_direct_bert": Case(bert(), unified("methods/prefix_tuning.gin", *PREFIX,
                                                "prefix.prefix_factory.reparameterize = False"),
-                               prefix(None), bert_batches),
+                               prefix(None), bert_batches, float64=True),
     "prefix_mlp_bert": Case(bert(num_layers=1), unified("methods/prefix_tuning.gin", *PREFIX,
                                                         f"prefix.prefix_factory.hidden_dim = {PREFIX_HIDDEN}"),
                             prefix(PREFIX_HIDDEN), bert_batches),
@@ -321,7 +339,7 @@ REFERENCE_CASES = {
                            lambda ours, _: reference_side(ours, install_fl_units), bert_batches),
     # PASTA, n_s = 3 vectors per layer (methods/pasta.gin), on sentence-pair batches; no decay.
     "pasta_bert": Case(bert(), Method("methods/pasta.gin", "pasta_optimizer", 1e-2),
-                       lambda ours, _: reference_side(ours, install_pasta), pair_batches),
+                       lambda ours, _: reference_side(ours, install_pasta), pair_batches, float64=True),
 }
 CASES.update(REFERENCE_CASES)
 
@@ -354,8 +372,9 @@ def test_trajectory_matches_torch(name, tmp_path):
   start = time.perf_counter()
   ours, adamw = trajectories.build_ours(*case.backbone, case.method, STEPS, compiler_options=FAST_COMPILE)
   rescale_bert(ours)
+  exact = case.side(ours, str(tmp_path / "float64")) if case.float64 else None
   result = trajectories.compare_trajectories(ours, case.side(ours, str(tmp_path)), case.batches(ours.model), adamw,
-                                             FAST_COMPILE)
+                                             FAST_COMPILE, exact)
   print(f"{name}: {time.perf_counter() - start:.1f}s, null-gradient drift {result['null_gradient_moved']:.1e} lr, "
         f"loss rel {result['loss_rel']:.1e}, param rel "
         f"{result['param_rel']:.1e}, update rel {result['update_rel']:.1e} ({result['worst_update']}), "
@@ -372,6 +391,10 @@ def test_trajectory_matches_torch(name, tmp_path):
   assert result["null_gradient_moved"] <= 0.05  # key biases: float noise only (trajectories.NULL_GRADIENT)
   if case.clipped:
     assert min(result["grad_norms"]) > case.method.max_grad_norm, result["grad_norms"]
+  if case.float64:  # ours is no further from exact arithmetic than torch's own float32 run (x 10)
+    print({k: f"{v:.1e}" for k, v in result.items() if "float64" in k})
+    assert result["loss_rel_float64_ours"] <= LOSS_RTOL, result
+    assert result["update_rel_float64_ours"] <= 10 * result["update_rel_float64_torch"], result
   if result["method_effect"] is not None:  # peft's loss with the adapter disabled differs: the method acted
     assert result["method_effect"] > 1e-3, result["method_effect"]
 
