@@ -286,14 +286,8 @@ def hf_bert_classifier(params: dict, config: Any) -> torch.nn.Module:
 
 
 def hf_t5_model(params: dict, config: Any) -> torch.nn.Module:
-  """hf_t5.to_transformers with the two input embeddings re-tied to `shared`.
-
-  NOTE: to_transformers leaves encoder/decoder.embed_tokens as separate copies of the table (equal values,
-  so a forward pass is exact); training them would give each stack its own table, where ours has one.
-  """
-  model = hf_t5.to_transformers(base_only(params, hf_t5.name_map(config)), config)
-  model.set_input_embeddings(model.shared)
-  return model
+  """hf_t5.to_transformers of the base weights (one shared input table, as ours)."""
+  return hf_t5.to_transformers(base_only(params, hf_t5.name_map(config)), config)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, np.ndarray]:

@@ -119,7 +119,8 @@ def to_transformers(params: dict, config: T5Config):
 
   NOTE: in transformers 5.x `T5Config(tie_word_embeddings=False)` only switches off the output rescale
   and keeps the head tied; setting the flag afterwards unties the head *and* the two input embeddings.
-  We set it afterwards and load the one shared table into both inputs, which is exactly T5 1.1.
+  We set it afterwards, load the one shared table and tie both stacks' input embeddings back to it, which is
+  exactly T5 1.1 (one table, so training it in torch updates one table, as ours).
   """
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
@@ -133,6 +134,7 @@ def to_transformers(params: dict, config: T5Config):
   missing, unexpected = model.load_state_dict(state, strict=False)
   if missing or unexpected:
     raise ValueError(f"transformers T5 vs our export: missing {missing}, unexpected {unexpected}")
+  model.set_input_embeddings(model.shared)  # encoder and decoder embed_tokens are `shared` again
   return model
 
 
