@@ -81,7 +81,8 @@ def test_a_real_setting_takes_its_tasks_and_seeds_from_the_environment(monkeypat
   monkeypatch.setenv("PTJ_NOTEBOOK_TASKS", "bert_super_glue_cb,bert_glue_rte")
   chosen = notebook_setup.setting(tasks=("bert_glue_sst2",))
   assert chosen.tasks == chosen.ensemble_tasks == ("bert_super_glue_cb", "bert_glue_rte")
-  assert chosen.ensemble_prompts == 5 and chosen.train_steps == 100  # the rest is the cpu setting's
+  assert chosen.ensemble_prompts == 5 and chosen.train_steps == "cpu"  # the rest is the cpu setting's
+  assert chosen.steps("bert_glue_rte") == 800
   monkeypatch.setenv("PTJ_NOTEBOOK_SEEDS", "0,1,2")
   assert notebook_setup.setting().seeds == (0, 1, 2)
   monkeypatch.setenv("PTJ_NOTEBOOK_SEEDS", "0,one")

@@ -40,8 +40,16 @@ def test_boolq_holdout_comes_from_its_val_split_train_rows():
   assert not set(held) & set(line_numbers(spec, "validation"))  # never the rows BoolQ* reports on
 
 
-def test_registered_holdout_task_reads_the_holdout_as_validation():
+@pytest.fixture
+def holdout_task():
+  """Registers CB's holdout task; removes it afterwards (no global state leaks into other tests)."""
   name = results_tasks.register_holdout("bert_super_glue_cb", 0.2)
+  yield name
+  registry.remove_task(name)
+
+
+def test_registered_holdout_task_reads_the_holdout_as_validation(holdout_task):
+  name = holdout_task
   assert name == "bert_super_glue_cb_holdout" and results_tasks.register_holdout("bert_super_glue_cb", 0.2) == name
   held = line_numbers(results_tasks.holdout(registry.DATASETS["super_glue_cb"], 0.2, 0), "validation")
   examples = list(registry.task_dataset(name, "validation", {"input_ids": 32}).as_numpy_iterator())
