@@ -66,7 +66,9 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
 
   Args:
     model: a T5 or BERT head module with its method slots bound.
-    model_dir: checkpoints (model_dir/checkpoints), TensorBoard scalars, metrics.jsonl.
+    model_dir: checkpoints (model_dir/checkpoints), TensorBoard scalars, metrics.jsonl. Train scalars each
+      step: the loss function's metrics, loss, grad_norm, examples_per_second, compiles (distinct batch shapes so
+      far), and peft.diagnostics.module_norms (`norm/<module>`, `prompt_row_norm`).
     train_steps / batch_size: total optimizer steps and the global batch size.
     train_data: see `TrainData`; each host reads its own slice (batch_size / process_count rows).
     evaluate: called every `eval_period` steps and at the end; its metrics go to TensorBoard and
