@@ -6,8 +6,10 @@ off on both sides (our rng None; torch eval mode, gradients on). Ours: the metho
 trainable patterns, OPTIMIZER) with a linear_decay schedule bound as gin/results files do, and the project's
 train step (scripts/trajectories.py, `build_ours` / `train_ours`). Theirs: peft (LoRA, prompt and prefix
 tuning), plain transformers (full fine-tuning, BitFit) or hand-written torch modules on transformers' BERT
-(adapters, FL-tuning, PASTA: peft lacks them), with torch.optim.AdamW + get_linear_schedule_with_warmup
-(+ clip_grad_norm_) set from trajectories.TORCH_SETTINGS, which never reads our optimizer. Asserted per case:
+(adapters, FL-tuning, PASTA, prompt tuning + the Global Prompt Cell (GPC): peft lacks them), with
+torch.optim.AdamW + get_linear_schedule_with_warmup (+ clip_grad_norm_) set from trajectories.TORCH_SETTINGS,
+which never reads our optimizer (one param group per learning rate where the method has two: GPC). Asserted
+per case:
   per-step losses        |ours - theirs| / |theirs| <= LOSS_RTOL (1e-5)
   final trained tensors  max|ours - theirs| / max(max|theirs|, lr) <= PARAM_RTOL (1e-4) per tensor
   parameter updates      the same on (final - initial) <= UPDATE_RTOL (1e-3): the start cannot hide them
@@ -94,7 +96,7 @@ def t5_batches(model):
 
 Method = trajectories.Method
 ADAMW = "OPTIMIZER = @optimizers.adamw()"
-PREFIX_LENGTH, PREFIX_HIDDEN, ADAPTER_DIM, FL_UNITS = 4, 16, 8, 16
+PREFIX_LENGTH, PREFIX_HIDDEN, ADAPTER_DIM, FL_UNITS, PROMPT_LENGTH = 4, 16, 8, 16, 3
 PREFIX = ("from prompt_tuning_jax.peft import prefix", f"PREFIX_LENGTH = {PREFIX_LENGTH}")
 
 
@@ -233,6 +235,65 @@ class Pasta(torch.nn.Module):
     return add
 
 
+class GlobalPromptCell(torch.nn.Module):
+  """Prompt tuning + GPC on BERT (peft/prompts.py, peft/gpc.py's reconstructed cell with gin/methods/gpc.gin's
+  defaults: two shared gates, max_gate_sum=1, no input norm on BERT, combine='replace').
+
+  The prompt P [1, m, d] joins the LayerNorm-ed embeddings after [CLS] (no position embedding); before layer
+  l >= 1 the prompt rows H_P become C^l = F ⊙ C^{l-1} + R ⊙ H_P, with F = σ([H_P ; C] W_f + b_f),
+  R = σ([H_P ; C] W_r + b_r), both divided by max(1, F + R); C^0 = P.
+  """
+
+  def __init__(self, embed_dim, prompt_length):
+    super().__init__()
+    self.prompt = torch.nn.Module()
+    self.prompt.prompt = torch.nn.Parameter(torch.zeros(1, prompt_length, embed_dim))
+    self.cell = torch.nn.Module()
+    for gate in ("forget", "remember"):
+      setattr(self.cell, f"{gate}_kernel", torch.nn.Parameter(torch.zeros(2 * embed_dim, embed_dim)))
+      setattr(self.cell, f"{gate}_bias", torch.nn.Parameter(torch.zeros(embed_dim)))
+
+  def insert(self, embedded, mask):
+    """[b, l, d], [b, l] -> [b, m+l, d], [b, m+l]: the prompt after row 0, real in the mask."""
+    batch, m = embedded.shape[0], self.prompt.prompt.shape[1]
+    prompt = self.prompt.prompt.expand(batch, -1, -1).to(embedded.dtype)
+    ones = torch.ones(batch, m, dtype=mask.dtype)
+    return (torch.cat([embedded[:, :1], prompt, embedded[:, 1:]], 1),
+            torch.cat([mask[:, :1], ones, mask[:, 1:]], 1))
+
+  def step(self, h, cell):
+    """h [b, m+l, d] entering a layer >= 1, cell C^{l-1} [b, m, d] -> (h with rows 1..m = C^l, C^l)."""
+    m = cell.shape[1]
+    rows = h[:, 1:1 + m]
+    x = torch.cat([rows, cell], -1)
+    forget = torch.sigmoid(x @ self.cell.forget_kernel + self.cell.forget_bias)
+    remember = torch.sigmoid(x @ self.cell.remember_kernel + self.cell.remember_bias)
+    excess = torch.clamp(forget + remember, min=1.0)
+    cell = forget / excess * cell + remember / excess * rows
+    return torch.cat([h[:, :1], cell, h[:, 1 + m:]], 1), cell
+
+
+def install_gpc(model, config):
+  """GPC on transformers' BERT, layer by layer: embeddings -> prompt -> (cell -> BertLayer) x L -> pooler ->
+  classifier -> cross-entropy (HF's head and loss; eager attention, additive key mask)."""
+  gpc = GlobalPromptCell(config.embed_dim, PROMPT_LENGTH)
+  model.bert.encoder.gpc = gpc
+
+  def loss(batch):
+    long = lambda key: torch.from_numpy(np.asarray(batch[key], np.int64))
+    embedded = model.bert.embeddings(input_ids=long("input_ids"), token_type_ids=long("token_type_ids"))
+    h, mask = gpc.insert(embedded, torch.from_numpy(np.asarray(batch["attention_mask"], np.float32)))
+    additive = (1.0 - mask.to(h.dtype))[:, None, None, :] * torch.finfo(h.dtype).min  # [b, 1, 1, m+l]
+    cell = h[:, 1:1 + PROMPT_LENGTH]  # C^0 = P
+    for i, layer in enumerate(model.bert.encoder.layer):
+      if i:
+        h, cell = gpc.step(h, cell)
+      h = layer(h, attention_mask=additive)
+    logits = model.classifier(model.dropout(model.bert.pooler(h)))
+    return torch.nn.functional.cross_entropy(logits, long("labels"))
+  return {"bert.encoder.gpc.prompt": "bert/prompt", "bert.encoder.gpc.cell": "bert/encoder/gpc/cell"}, loss
+
+
 def reference_side(ours, install):
   """`install(model, config) -> ({torch module name: our module path}, loss or None)` adds the method to
   transformers' BERT classifier; the added modules and the classifier train (as our default mask)."""
@@ -340,6 +401,15 @@ REFERENCE_CASES = {
     # PASTA, n_s = 3 vectors per layer (methods/pasta.gin), on sentence-pair batches; no decay.
     "pasta_bert": Case(bert(), Method("methods/pasta.gin", "pasta_optimizer", 1e-2),
                        lambda ours, _: reference_side(ours, install_pasta), pair_batches, float64=True),
+    # Prompt tuning (m = 3, U[-0.5, 0.5] init) + the Global Prompt Cell (methods/gpc.gin) on 3 layers (the cell
+    # runs twice); gpc_optimizer's two learning rates, prompt 1e-1 and cell + head 1e-2, as two torch groups,
+    # 2 warmup steps; no decay (so the decay masks go unchecked: ours would decay the gates' `*_bias`).
+    "gpc_bert": Case(bert(num_layers=3), Method(
+        "methods/gpc.gin", "gpc_optimizer", 1e-2, 0.2, learning_rate_argument="cell_learning_rate",
+        group_learning_rates=(("prompt_learning_rate", r"\.prompt\.prompt$", 1e-1),),
+        bindings=("from prompt_tuning_jax.peft import prompt_init", f"PROMPT_LENGTH = {PROMPT_LENGTH}",
+                  "PROMPT_INIT = @prompt_init.RandomUniform()")),
+                     lambda ours, _: reference_side(ours, install_gpc), bert_batches),
 }
 CASES.update(REFERENCE_CASES)
 
