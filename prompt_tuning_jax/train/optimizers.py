@@ -27,8 +27,9 @@ import optax
 from prompt_tuning_jax.peft import trainable
 
 LearningRate = Union[float, optax.Schedule]
-NO_DECAY_PATTERNS: tuple[str, ...] = (r"(?i)norm", r"(^|/)bias$")
-"""Leaves left out of weight decay: norms and biases (HF Trainer, bert4keras' `Norm`/`bias` rule)."""
+NO_DECAY_PATTERNS: tuple[str, ...] = (r"(?i)norm", r"(^|/|_)bias$")
+"""Leaves left out of weight decay: norms and biases (HF Trainer, bert4keras' `Norm`/`bias` rule), named biases
+such as GPC's `forget_bias` included."""
 HEAD_PATTERNS: tuple[str, ...] = (r"(^|/)classifier/", r"(^|/)pooler/")
 """The BERT head: the classifier, and the pooler when a run trains it (`with_head`)."""
 

@@ -133,6 +133,9 @@ def test_weight_decay_conventions():
   np.testing.assert_allclose(after["fl_units"]["wi"], 1 - 0.1 * 0.01, rtol=1e-7)
   np.testing.assert_array_equal(after["fl_units"]["bias"], 1.0)
   np.testing.assert_array_equal(after["layer_norm"]["scale"], 1.0)
+  gates = {"cell": {"forget_bias": jnp.ones(3), "forget_kernel": jnp.ones(3)}}  # GPC's named biases: no decay
+  mask = optimizers.decay_mask()(gates)["cell"]
+  assert not mask["forget_bias"] and mask["forget_kernel"]
 
 
 def test_gpc_learning_rates_and_schedules_and_clipping():
