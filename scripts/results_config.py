@@ -65,7 +65,7 @@ PROMPT_SWEEP = dict(sweep=(3e-3, 1e-2, 3e-2), sweep_macro="PROMPT_LEARNING_RATE"
 METHODS = {
     # 2e-4: 1e-4 was the best of the first three (the top edge), so the sweep goes one step further.
     "full_finetuning": Method("full fine-tuning", "results/full_finetuning.gin", sweep=(2e-5, 5e-5, 1e-4, 2e-4)),
-    "bitfit": Method("BitFit", "results/bitfit.gin"),
+    "bitfit": Method("BitFit", "results/bitfit.gin", sweep=(1e-4, 3e-4, 1e-3, 3e-3)),  # 1e-3 was the top edge
     "prompt_tuning_random": Method("prompt tuning, random init", "results/prompt_tuning_random.gin", **PROMPT_SWEEP),
     "prompt_tuning_vocab": Method("prompt tuning, sampled vocab", "results/prompt_tuning_vocab.gin", **PROMPT_SWEEP),
     "prompt_tuning_class_label": Method("prompt tuning, class labels", "results/prompt_tuning_class_label.gin",
