@@ -5,9 +5,9 @@ as peft/trainable.py's `peft_module`; leaves of no PEFT module, such as BitFit's
 a prompt bank `prompt/prompt` [K, P, d], the mean norm of its rows (`prompt_row_norm`), comparable with the
 token rows the prompt sits among (9.5 on MiniLM for SST-2 text, scripts/prompt_scale.py).
 """
-import collections
-import math
+from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from prompt_tuning_jax.checkpoints.tree import flatten_params
@@ -15,17 +15,20 @@ from prompt_tuning_jax.peft import trainable
 
 
 def module_norms(trainable_params: dict) -> dict[str, float]:
-  """{'norm/<module>': float, ..., 'prompt_row_norm': float (when a prompt trains)} of a trainable partition."""
-  squares: dict[str, float] = collections.defaultdict(float)
+  """{'norm/<module>': float, ..., 'prompt_row_norm': float (when a prompt trains)} of a trainable partition.
+
+  Runs every train step: the reductions stay on device and come back in one transfer.
+  """
+  squares: dict[str, Any] = {}
   rows = []
   for path, leaf in flatten_params(trainable_params).items():
     module = trainable.peft_module(path)
     if module is None:
       continue  # not inside a PEFT module (full fine-tuning, BitFit)
-    squares[module] += float(jnp.vdot(leaf, leaf).real)
+    squares[module] = squares.get(module, 0.0) + jnp.vdot(leaf, leaf).real
     if path.endswith("prompt/prompt"):
       rows.append(jnp.linalg.norm(leaf.reshape(-1, leaf.shape[-1]), axis=-1))
-  norms = {f"norm/{module}": math.sqrt(value) for module, value in sorted(squares.items())}
+  values = {f"norm/{module}": jnp.sqrt(value) for module, value in sorted(squares.items())}
   if rows:
-    norms["prompt_row_norm"] = float(jnp.concatenate(rows).mean())
-  return norms
+    values["prompt_row_norm"] = jnp.concatenate(rows).mean()
+  return {name: float(value) for name, value in jax.device_get(values).items()}

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from prompt_tuning_jax.models import layers, rows
+from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.peft import prompt_init
 
 Array = jax.Array
@@ -41,7 +42,7 @@ DEFAULT_PLACEMENT = {"t5": "prefix", "bert": "after_bos"}
 # NOTE: the input_transform slot is not told BERT's max_position_embeddings; 512 is every shipped preset's.
 BERT_MAX_LENGTH = 512
 # NOTE: a LayerNorm's epsilon is not in params; BertConfig's default, and every shipped checkpoint's.
-BERT_LAYER_NORM_EPSILON = 1e-12
+BERT_LAYER_NORM_EPSILON = BertConfig.layer_norm_epsilon
 TABLE_PATHS = (("token_embedder", "embedding"), ("word_embeddings", "embedding"))  # T5, BERT
 
 
