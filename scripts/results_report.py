@@ -2,8 +2,9 @@
 
 results.json: {'command', 'setting' (name and fields), 'notes', 'runs': [result.json of each run]}.
 results.md: one row per method; per task the shown metrics (results_config.Task.metrics) as mean ± sample std
-over seeds (n = seeds when > 1), trainable parameters and % (of the first task: the head's size follows the
-label count, results.json has each), the median step time over the method's runs.
+over seeds with the per-seed values (n = seeds when > 1), trainable parameters and % (of the first task: the head's
+size follows the label count, results.json has each), the median step time over the method's runs; then the targets
+(TARGETS) and the papers' orderings (ORDERINGS), each with holds / does not hold.
 """
 import dataclasses
 import statistics
@@ -21,6 +22,81 @@ def mean_std(values: Sequence[float]) -> str:
   if len(values) == 1:
     return f"{values[0]:.2f}"
   return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def seed_values(values: Sequence[float]) -> str:
+  """'84.21 ± 0.35 [84.0, 84.6, 84.0]' for several seeds (mean, sample std, each seed's value), '84.21' for one."""
+  if len(values) == 1:
+    return mean_std(values)
+  return f"{mean_std(values)} [{', '.join(f'{v:.1f}' for v in values)}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Ordering:
+  """A paper's claim 'better beats worse' (by at least `margin` points of the task's main metric; a negative margin
+  = 'no more than -margin points below')."""
+  claim: str
+  better: str
+  worse: str
+  margin: float = 0.0
+
+
+ORDERINGS = (
+    Ordering("parallel adapter > sequential adapter (He et al. 2022, Table 3)", "parallel_adapter",
+             "sequential_adapter"),
+    Ordering("scaled parallel adapter > plain parallel adapter (He et al. 2022, Table 5)", "scaled_parallel_adapter",
+             "parallel_adapter"),
+    Ordering("GPC > prompt tuning (Liu et al. 2023; reconstructed cell)", "gpc", "prompt_tuning_random"),
+    Ordering("FL-tuning > prompt tuning (Liu et al. 2022)", "fl_tuning", "prompt_tuning_random"),
+    Ordering("PASTA within 2 points of full fine-tuning (METHODS.md §E(6))", "pasta", "full_finetuning", -2.0),
+)
+"""The orderings RESULTS.md states (ensemble vs best single prompt comes from ensembles.json)."""
+TARGETS = {"bert_glue_sst2": 66.0}
+"""Task -> every method's floor on its main metric (15 points above SST-2 dev's majority class, 50.92)."""
+FULL_FINETUNING_TARGET = ("bert_glue_sst2", 85.0)
+
+
+def main_metric(runs: Sequence[dict]) -> list[float]:
+  return [r["metrics"][config.TASKS[r["task"]].metrics[0]] for r in runs]
+
+
+def orderings_markdown(setting: config.Setting, results: list[dict]) -> list[str]:
+  """Per ordering and task (the tasks with the most seeds first): both sides' mean ± std and holds / does not hold
+  on the means (with 'within one std' when the gap is smaller than the larger std)."""
+  lines = []
+  for o in ORDERINGS:
+    for task in setting.tasks:
+      a, b = ([r for r in results if r["task"] == task and r["method"] == m] for m in (o.better, o.worse))
+      if not a or not b:
+        continue
+      va, vb = main_metric(a), main_metric(b)
+      gap = statistics.mean(va) - statistics.mean(vb)
+      spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (va, vb))
+      verdict = "holds" if gap > o.margin else "does not hold"
+      if abs(gap - o.margin) < spread:
+        verdict += " (gap within one std)"
+      lines.append(f"- {o.claim}, {config.TASKS[task].label} (n={min(len(va), len(vb))}): {seed_values(va)} vs "
+                   f"{seed_values(vb)}, gap {gap:+.2f}: **{verdict}**")
+  return lines
+
+
+def targets_markdown(setting: config.Setting, results: list[dict]) -> list[str]:
+  """Every method at or above TARGETS on each target task, full fine-tuning at FULL_FINETUNING_TARGET."""
+  lines = []
+  for task, floor in TARGETS.items():
+    for method in setting.methods:
+      runs = [r for r in results if r["task"] == task and r["method"] == method]
+      if runs:
+        value = statistics.mean(main_metric(runs))
+        lines.append(f"- {config.METHODS[method].label} on {config.TASKS[task].label} >= {floor}: {value:.2f} "
+                     f"**{'met' if value >= floor else 'missed'}**")
+  task, floor = FULL_FINETUNING_TARGET
+  runs = [r for r in results if r["task"] == task and r["method"] == "full_finetuning"]
+  if runs:
+    value = statistics.mean(main_metric(runs))
+    lines.append(f"- full fine-tuning on {config.TASKS[task].label} >= {floor}: {value:.2f} "
+                 f"**{'met' if value >= floor else 'missed'}**")
+  return lines
 
 
 def notes(setting_name: str, setting: config.Setting) -> list[str]:
@@ -61,11 +137,16 @@ def markdown(command: str, setting_name: str, setting: config.Setting, results: 
     cells = [config.METHODS[method].label, f"{first['trainable_parameters']:,} ({first['trainable_percent']:.3f}%)"]
     for task in tasks:
       runs = [r for r in mine if r["task"] == task]
-      cells.append(" / ".join(mean_std([r["metrics"][m] for r in runs]) for m in config.TASKS[task].metrics)
+      cells.append(" / ".join(seed_values([r["metrics"][m] for r in runs]) for m in config.TASKS[task].metrics)
                    + (f" (n={len(runs)})" if len(runs) > 1 else "") if runs else "—")
     steps = [r["step_seconds"] for r in mine if r["step_seconds"] is not None]
     cells.append(f"{1000 * statistics.median(steps):.0f}" if steps else "—")
     lines.append("| " + " | ".join(cells) + " |")
+  targets, orderings = targets_markdown(setting, results), orderings_markdown(setting, results)
+  if targets:
+    lines += ["", "Targets:", ""] + targets
+  if orderings:
+    lines += ["", "The papers' orderings (main metric, mean over seeds):", ""] + orderings
   return "\n".join(lines) + "\n"
 
 
@@ -81,6 +162,14 @@ def ensemble_markdown(command: str, reports: list[dict]) -> str:
       combined = [f"{metrics[f'{c}/{name}']:.2f}" for c in ("mean", "best", "majority_vote", "mean_log_prob")]
       lines.append(f"| {config.TASKS[report['task']].label} | {name} | {report['head_metrics'][name]:.2f} | "
                    + " | ".join(prompts + combined) + " |")
+  lines += ["", "Ensemble > best single prompt (Lester et al. 2021: majority vote of 5 prompts 91.3 vs best 91.0, SuperGLUE; main metric):", ""]
+  for report in reports:
+    name, metrics = config.TASKS[report["task"]].metrics[0], report["metrics"]
+    for combined in ("majority_vote", "mean_log_prob"):
+      gap = metrics[f"{combined}/{name}"] - metrics[f"best/{name}"]
+      lines.append(f"- {config.TASKS[report['task']].label}, {combined.replace('_', ' ')}: "
+                   f"{metrics[f'{combined}/{name}']:.2f} vs best {metrics[f'best/{name}']:.2f}, gap {gap:+.2f}: "
+                   f"**{'holds' if gap > 0 else 'does not hold'}**")
   return "\n".join(lines) + "\n"
 
 

@@ -85,6 +85,29 @@ def test_sequence_classifier_computes_only_the_cls_row_of_the_last_layer(minilm,
   np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=1e-4)
 
 
+def test_token_classifier_matches_transformers(minilm, minilm_dir):
+  """BertForTokenClassification (no pooler, a classifier on every row) against transformers' on the real MiniLM;
+  padded rows are not compared (neither side masks them)."""
+  model, params, _, tokenizer = minilm
+  batch = tokenizer(*PAIRS, padding=True, return_tensors="np")
+  head = bert.BertForTokenClassification(model.config.replace(num_labels=5))
+  rng = np.random.default_rng(1)
+  classifier = {"kernel": rng.normal(0, 0.02, (model.config.embed_dim, 5)).astype(np.float32),
+                "bias": rng.normal(0, 0.1, 5).astype(np.float32)}
+  base = {k: v for k, v in params.items() if k != "pooler"}
+  ours = np.asarray(head.apply({"params": {"bert": base, "classifier": classifier}}, batch["input_ids"],
+                               batch["attention_mask"], batch["token_type_ids"]))
+  reference = transformers.BertForTokenClassification.from_pretrained(
+      minilm_dir, num_labels=5, attn_implementation="eager").eval()
+  with torch.no_grad():
+    reference.classifier.weight.copy_(torch.from_numpy(classifier["kernel"].T))
+    reference.classifier.bias.copy_(torch.from_numpy(classifier["bias"]))
+    theirs = reference(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+  assert ours.shape == theirs.shape == batch["input_ids"].shape + (5,)
+  real = batch["attention_mask"].astype(bool)
+  np.testing.assert_allclose(ours[real], theirs[real], atol=1e-5, rtol=1e-4)
+
+
 def test_default_mask_is_non_pad_tokens(minilm):
   model, params, _, tokenizer = minilm
   batch = tokenizer(SINGLES, padding=True, return_tensors="np")

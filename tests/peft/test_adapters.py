@@ -194,3 +194,186 @@ def test_counts_base_models(method, t5_counts, bert_counts):
   assert parameter_report(["models/t5_1_1_base.gin", f"methods/{method}.gin"])["trainable_by_module"] == t5_counts
   report = parameter_report(["models/bert_base.gin", f"methods/{method}.gin"])
   assert report["trainable_by_module"] == {**bert_counts, "classifier": 1_538}
+
+
+# --- Inside the model: every adapter kind at its call site, against transformers' T5 / BERT with torch hooks ---
+# The hooks add A(z) where METHODS.md §D(2) puts it, independent of our call sites: post-sublayer adapters on the
+# attention / FFN output with z = that output (sequential), the sublayer's input (parallel: T5's RMS-normed input,
+# BERT's stream) or N0(stream + output) (Pfeiffer, BERT); head adapters on the concatenated heads before the output
+# projection, from the attention's query input. Dropout is off, so before / after the dropout is the same here.
+
+def torch_bottleneck(z, params, norm, scale, heads=1):
+  """A(z) of `np_bottleneck` in torch (the hooks run inside transformers' forward)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
+  if norm == "t5":
+    z = z * torch.rsqrt(z.pow(2).mean(-1, keepdim=True) + 1e-6) * t(params["input_norm"]["scale"])
+  elif norm == "bert":
+    z = torch.nn.functional.layer_norm(z, z.shape[-1:], t(params["input_norm"]["scale"]),
+                                       t(params["input_norm"]["bias"]), eps=1e-5)
+  hidden = torch.relu(z @ t(params["down"]["kernel"]) + t(params["down"]["bias"]))
+  if heads == 1:
+    out = hidden @ t(params["up"]["kernel"]) + t(params["up"]["bias"])
+  else:
+    hidden = hidden.reshape(hidden.shape[:-1] + (heads, -1))
+    out = torch.einsum("blnr,nrh->blnh", hidden, t(params["up"]["kernel"])) + t(params["up"]["bias"])
+    out = out.reshape(out.shape[:-2] + (-1,))
+  return out * (float(params["scale"]) if scale == "learned" else scale)
+
+
+IN_MODEL_CASES = {  # name -> (attention adapter, FFN adapter, head adapter): (insertion, input_norm, scale) each
+    "sequential_attention_scaled_parallel_ffn_multihead": (("sequential", True, "learned"), ("parallel", False, 4.0),
+                                                           (True, "learned")),
+    "parallel_attention_sequential_ffn_head": (("parallel", False, 2.0), ("sequential", True, 1.0), (False, 1.0)),
+    "pfeiffer_ffn": (None, ("pfeiffer", False, 1.0), None),
+}
+
+
+def in_model_slots(case, backbone):
+  attention, mlp, head = IN_MODEL_CASES[case]
+  make = functools.partial(adapters.adapter_factory, bottleneck_dim=5, dropout_rate=0.0)
+  slots = {"post_mlp_adapter": functools.partial(make, insertion=mlp[0], input_norm=mlp[1], scale=mlp[2])}
+  if attention:
+    slots["post_attention_adapter"] = functools.partial(make, insertion=attention[0], input_norm=attention[1],
+                                                        scale=attention[2])
+  if head:
+    slots["attention_head_adapter"] = functools.partial(adapters.head_adapter_factory, bottleneck_dim=3,
+                                                        multi_head=head[0], scale=head[1], dropout_rate=0.0)
+  del backbone
+  return Slots(**slots)
+
+
+def randomize_adapters(tree, rng):
+  """Adapter leaves redrawn N(0, 0.2) (N(1, 0.2) for norm scales and the learned scale): every term acts."""
+  def redraw(path, x):
+    names = [getattr(k, "key", "") for k in path]
+    if not any(n.startswith("adapter") for n in names):
+      return x
+    centre = 1.0 if names[-1] == "scale" else 0.0
+    return (centre + 0.2 * rng.normal(size=np.shape(x))).astype(np.float32)
+  return jax.tree_util.tree_map_with_path(redraw, tree)
+
+
+def hook_sublayer(module, adapter_params, spec, norm, stream=None):
+  """Adds A(z) to `module`'s output (a tensor, or the first item of a tuple); z per `spec`'s insertion. `stream`:
+  a callable giving the stream the sublayer reads (parallel on BERT, Pfeiffer); else z = the module's input."""
+  insertion, input_norm, scale = spec
+  def hook(mod, args, kwargs, output):
+    del mod
+    out = output[0] if isinstance(output, tuple) else output
+    x = stream() if stream is not None else (args[0] if args else kwargs["hidden_states"])
+    if insertion == "pfeiffer":
+      z = torch_standardize(x + out)
+    else:
+      z = out if insertion == "sequential" else x
+    out = out + torch_bottleneck(z, adapter_params, norm if input_norm else None, scale)
+    return (out,) + tuple(output[1:]) if isinstance(output, tuple) else out
+  return module.register_forward_hook(hook, with_kwargs=True)
+
+
+def torch_standardize(z):
+  import torch  # pylint: disable=g-import-not-at-top
+  return (z - z.mean(-1, keepdim=True)) * torch.rsqrt(z.var(-1, unbiased=False, keepdim=True) + 1e-12)
+
+
+def hook_heads(attention_module, out_projection, adapter_params, spec, num_heads, norm, query_input=None):
+  """Adds the head adapter A(x) to the concatenated heads entering `out_projection`; x = the attention's query
+  input (captured by a pre-hook on `attention_module`, or `query_input()`)."""
+  multi_head, scale = spec
+  seen = {}
+  def capture(mod, args, kwargs):
+    del mod
+    seen["x"] = args[0] if args else kwargs["hidden_states"]
+  def add(mod, args):
+    del mod
+    x = query_input() if query_input is not None else seen["x"]
+    return (args[0] + torch_bottleneck(x, adapter_params, norm, scale, num_heads if multi_head else 1),)
+  return [attention_module.register_forward_pre_hook(capture, with_kwargs=True),
+          out_projection.register_forward_pre_hook(add)]
+
+
+@pytest.mark.parametrize("case", ["sequential_attention_scaled_parallel_ffn_multihead",
+                                  "parallel_attention_sequential_ffn_head"])
+def test_t5_adapters_in_the_model_match_transformers_with_hooks(case):
+  import torch  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.checkpoints import hf_t5  # pylint: disable=g-import-not-at-top
+  attention, mlp, head = IN_MODEL_CASES[case]
+  rng = np.random.default_rng(3)
+  tokens = rng.integers(2, 120, (2, 7)).astype(np.int32)
+  tokens[1, 5:] = 0
+  decoder_tokens = rng.integers(1, 120, (2, 4)).astype(np.int32)
+  model = T5(T5_TINY, in_model_slots(case, "t5"))
+  params = randomize_adapters(init(model, tokens, decoder_tokens), rng)
+  got = np.asarray(model.apply({"params": params}, tokens, decoder_tokens))
+
+  reference = hf_t5.to_transformers(without_adapters(params), T5_TINY)
+  handles = []
+  for stack_name, stack in (("encoder", reference.encoder), ("decoder", reference.decoder)):
+    for i, block in enumerate(stack.block):
+      ours = params[stack_name][f"layers_{i}"]
+      sublayers = ([("attention", block.layer[0].SelfAttention)] if stack_name == "encoder" else
+                   [("self_attention", block.layer[0].SelfAttention),
+                    ("encoder_decoder_attention", block.layer[1].EncDecAttention)])
+      for name, module in sublayers:
+        handles.append(hook_sublayer(module, ours[f"adapter_{name}"], attention, "t5"))
+        handles += hook_heads(module, module.o, ours[name]["adapter_heads"], head, T5_TINY.num_heads, "t5")
+      handles.append(hook_sublayer(block.layer[-1].DenseReluDense, ours["adapter_mlp"], mlp, "t5"))
+  with torch.no_grad():
+    expected = reference(input_ids=torch.from_numpy(tokens.astype(np.int64)),
+                         attention_mask=torch.from_numpy((tokens > 0).astype(np.int64)),
+                         decoder_input_ids=torch.from_numpy(decoder_tokens.astype(np.int64))).logits.numpy()
+  for handle in handles:
+    handle.remove()
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+  with torch.no_grad():  # the adapters act: without the hooks transformers' logits move
+    base = reference(input_ids=torch.from_numpy(tokens.astype(np.int64)),
+                     decoder_input_ids=torch.from_numpy(decoder_tokens.astype(np.int64))).logits.numpy()
+  assert np.abs(base - expected).max() > 1e-2
+
+
+@pytest.mark.parametrize("case", list(IN_MODEL_CASES))
+def test_bert_adapters_in_the_model_match_transformers_with_hooks(case):
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.checkpoints import hf_bert  # pylint: disable=g-import-not-at-top
+  attention, mlp, head = IN_MODEL_CASES[case]
+  rng = np.random.default_rng(4)
+  tokens = rng.integers(2, 90, (2, 7)).astype(np.int32)
+  tokens[1, 5:] = 0
+  model = bert.BertForSequenceClassification(BERT_TINY, in_model_slots(case, "bert"))
+  params = randomize_adapters(init(model, tokens), rng)
+  got = np.asarray(model.apply({"params": params}, tokens))
+
+  hf_config = transformers.BertConfig(**hf_bert.hf_config_from_bert(BERT_TINY), attn_implementation="eager")
+  reference = transformers.BertForSequenceClassification(hf_config).eval()
+  state = {k: torch.from_numpy(np.array(v)) for k, v in hf_bert.hf_tensors(without_adapters(params), BERT_TINY).items()}
+  missing, unexpected = reference.load_state_dict(state, strict=False)
+  assert not missing and not unexpected, (missing, unexpected)
+  handles = []
+  for i, layer in enumerate(reference.bert.encoder.layer):
+    ours, streams = params["bert"]["encoder"][f"layers_{i}"], {}
+    def keep(key, store=streams):
+      def capture(mod, args, kwargs):
+        del mod
+        store[key] = args[0] if args else kwargs["hidden_states"]
+      return capture
+    handles.append(layer.attention.register_forward_pre_hook(keep("h"), with_kwargs=True))  # the layer input h
+    handles.append(layer.intermediate.register_forward_pre_hook(keep("a"), with_kwargs=True))  # a = LN1(h + ...)
+    if attention:
+      handles.append(hook_sublayer(layer.attention.output.dense, ours["adapter_attention"], attention, "bert",
+                                   stream=lambda s=streams: s["h"]))
+    if head:
+      handles += hook_heads(layer.attention, layer.attention.output.dense, ours["attention"]["adapter_heads"], head,
+                            BERT_TINY.num_heads, "bert", query_input=lambda s=streams: s["h"])
+    handles.append(hook_sublayer(layer.output.dense, ours["adapter_mlp"], mlp, "bert",
+                                 stream=lambda s=streams: s["a"]))
+  with torch.no_grad():
+    expected = reference(input_ids=torch.from_numpy(tokens.astype(np.int64)),
+                         attention_mask=torch.from_numpy((tokens > 0).astype(np.int64))).logits.numpy()
+  for handle in handles:
+    handle.remove()
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+  with torch.no_grad():
+    base = reference(input_ids=torch.from_numpy(tokens.astype(np.int64)),
+                     attention_mask=torch.from_numpy((tokens > 0).astype(np.int64))).logits.numpy()
+  assert np.abs(base - expected).max() > 1e-3

@@ -103,6 +103,36 @@ def test_mean_std_format():
   assert results_report.mean_std([80.0, 82.0]) == f"81.00 ± {statistics.stdev([80.0, 82.0]):.2f}"
 
 
+def fake_run(task: str, method: str, seed: int, value: float) -> dict:
+  return {"task": task, "method": method, "seed": seed, "metrics": {results_config.TASKS[task].metrics[0]: value}}
+
+
+def test_seed_values_show_each_seed():
+  assert results_report.seed_values([80.0]) == "80.00"
+  assert results_report.seed_values([80.0, 82.0, 81.0]) == "81.00 ± 1.00 [80.0, 82.0, 81.0]"
+
+
+def test_orderings_and_targets_are_judged_on_the_seed_means():
+  sst2, cb = "bert_glue_sst2", "bert_super_glue_cb"
+  setting = results_config.Setting(tasks=(sst2, cb), methods=tuple(results_config.METHODS), seeds=(0, 1, 2),
+                                   train_steps=1, batch_size=1, max_length=8)
+  results = [fake_run(sst2, "parallel_adapter", s, v) for s, v in enumerate([86.0, 87.0, 88.0])]
+  results += [fake_run(sst2, "sequential_adapter", s, v) for s, v in enumerate([85.0, 85.5, 86.0])]  # gap +1.5
+  results += [fake_run(cb, "parallel_adapter", s, v) for s, v in enumerate([70.0, 70.0, 70.0])]
+  results += [fake_run(cb, "sequential_adapter", s, v) for s, v in enumerate([60.0, 80.0, 73.0])]  # gap -1, std 10
+  results += [fake_run(sst2, "pasta", 0, 84.0), fake_run(sst2, "full_finetuning", 0, 85.5)]  # within 2 points
+  lines = results_report.orderings_markdown(setting, results)
+  assert len(lines) == 3
+  assert lines[0].startswith("- parallel adapter > sequential adapter") and "SST-2 (n=3)" in lines[0]
+  assert lines[0].endswith("gap +1.50: **holds**")
+  assert "CB (n=3)" in lines[1] and lines[1].endswith("gap -1.00: **does not hold (gap within one std)**")
+  assert lines[2].startswith("- PASTA within 2 points") and lines[2].endswith("gap -1.50: **holds**")
+  targets = results_report.targets_markdown(setting, results + [fake_run(sst2, "bitfit", 0, 60.0)])
+  assert "- full fine-tuning on SST-2 >= 66.0: 85.50 **met**" in targets
+  assert "- BitFit on SST-2 >= 66.0: 60.00 **missed**" in targets
+  assert targets[-1] == "- full fine-tuning on SST-2 >= 85.0: 85.50 **met**"
+
+
 def test_smoke_ensembles_share_the_head_and_match_each_prompt_run(tmp_path):
   out_dir = str(tmp_path)
   stdout = run_script("--setting=smoke", "--ensembles", f"--out_dir={out_dir}")
