@@ -1,7 +1,7 @@
 """Regenerates the method-comparison table of docs/RESULTS.md (issue 6) on the real MiniLM-L6, or the prompt ensembles.
 
   python scripts/results.py --setting=smoke --out_dir=/tmp/results_smoke          # CI, < 2 min
-  python scripts/results.py --setting=cpu --out_dir=results_cpu                   # 2 CPU cores, about an hour
+  python scripts/results.py --setting=cpu --out_dir=results_cpu                   # 2 CPU cores, hours (resumable)
   python scripts/results.py --setting=full --out_dir=results_full                 # the real table (accelerator)
   python scripts/results.py --setting=cpu --ensembles --out_dir=results_cpu       # 5 prompts x 2 tasks
   python scripts/results.py --setting=cpu --tasks=bert_glue_sst2 --methods=lora,bitfit --out_dir=...  # a subset
