@@ -4,6 +4,9 @@ import os
 import subprocess
 
 import gin
+import jax
+import numpy as np
+import optax
 import pytest
 
 from prompt_tuning_jax import cli, gin_utils, runs
@@ -42,8 +45,30 @@ def test_demo_file_is_the_documented_run():
                       ["MODEL_DIR = '/tmp/demo'", "INITIAL_CHECKPOINT_PATH = None"])
   assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == "bert_glue_sst2"
   assert (gin.query_parameter("%TRAIN_STEPS"), gin.query_parameter("%BATCH_SIZE")) == (300, 32)  # README
-  optimizer = gin.query_parameter("%OPTIMIZER").scoped_configurable_fn()
-  assert callable(optimizer.init) and callable(optimizer.update)
+  # The optimizer the run builds, against the file's comments written out in optax: the LoRA leaves get He et
+  # al.'s AdamW at 1e-3 (6% warmup, linear decay, clipping 1.0, wd 0.1), the classifier AdamW at the head's 1e-3
+  # (the method's warmup and linear decay, no weight decay; results/head.gin).
+  rng = np.random.default_rng(0)
+  params = {"bert": {"query": {"lora_a": rng.normal(size=(4, 2)), "lora_b": rng.normal(size=(2, 4))}},
+            "classifier": {"kernel": rng.normal(size=(4, 2)), "bias": rng.normal(size=(2,))}}
+  params = jax.tree_util.tree_map(lambda x: x.astype(np.float32), params)
+  labels = {"bert": {"query": {"lora_a": "inner", "lora_b": "inner"}}, "classifier": {"kernel": "head", "bias": "head"}}
+  schedule = optax.join_schedules([optax.linear_schedule(0.0, 1e-3, 18), optax.linear_schedule(1e-3, 0.0, 282)], [18])
+  inner = optax.chain(optax.clip_by_global_norm(1.0),
+                      optax.adamw(schedule, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1))
+  head = optax.adamw(schedule, eps=1e-6, weight_decay=0.0)
+  expected = optax.multi_transform({"inner": inner, "head": head}, labels)
+  got = runs.gin_optimizer()
+  paths = []
+  for optimizer in (got, expected):
+    state, moved = optimizer.init(params), params
+    for step in range(25):  # through the warmup
+      grads = jax.tree_util.tree_map(lambda x, s=step: np.cos(x * (s + 1)), params)
+      updates, state = optimizer.update(grads, state, moved)
+      moved = optax.apply_updates(moved, updates)
+    paths.append(moved)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), *paths)
+  assert not np.allclose(paths[0]["classifier"]["kernel"], params["classifier"]["kernel"])
 
 
 def test_a_missing_required_macro_fails_in_one_line_naming_it(capsys):

@@ -220,9 +220,7 @@ def test_periodic_eval_writes_scalars_and_keeps_the_best_and_the_last_checkpoint
   manager = PeftCheckpointManager(os.path.join(model_dir, "checkpoints"), best_metric="accuracy")
   assert manager.steps() == sorted({best, last}) and manager.best_step() == best
   assert manager.read_metadata(best)["metrics"]["accuracy"] == pytest.approx(accuracy[best])
-  # NOTE: a property of this seeded run, not of the code: the tiny head flips its (constant) prediction after
-  # step 6, and 3 of the first 4 RTE dev labels favour the earlier one. Without it the check above is weaker.
-  assert best < last, f"eval accuracies {accuracy}: pick eval_max_examples so that an earlier step is best"
+  # (an earlier best kept beside the newest, whatever this seed gives: tests/checkpoints/test_peft_io.py)
 
 
 def test_ner_trains_and_reports_entity_f1_with_a_progress_bar(tmp_path, capsys):
