@@ -29,6 +29,7 @@ from prompt_tuning_jax.peft import prompts, trainable
 from prompt_tuning_jax.train import data as train_data
 from prompt_tuning_jax.train import outputs, trainer
 from tasks import buckets as buckets_lib
+from tasks import vocabularies
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,23 @@ def model_metadata(model: nn.Module) -> dict[str, Any]:
   return {"model": type(model).__name__, "config": dataclasses.asdict(model.config), "methods": methods}
 
 
+def input_vocabulary(task_name: str) -> seqio.Vocabulary:
+  features = seqio.get_mixture_or_task(task_name).output_features
+  return (features.get("inputs") or features.get("input_ids") or next(iter(features.values()))).vocabulary
+
+
+def check_vocabulary(task_name: str, initial_checkpoint_path: Optional[str]) -> None:
+  """Before anything starts: a T5 task's default vocabulary becomes the checkpoint's spiece.model when
+  INITIAL_CHECKPOINT_PATH is a HF directory holding one, and an unreadable vocabulary file fails in one line."""
+  vocabulary = input_vocabulary(task_name)
+  if isinstance(vocabulary, vocabularies.T5Vocabulary):
+    vocabularies.use_checkpoint_vocabulary(initial_checkpoint_path)
+    vocabularies.check_t5_vocabulary(vocabulary.sentencepiece_model_file)
+
+
 def vocabulary_metadata(task_name: str) -> dict[str, Any]:
   """The class and file of the task's input vocabulary (SentencePiece model or WordPiece vocab.txt)."""
-  features = seqio.get_mixture_or_task(task_name).output_features
-  feature = features.get("inputs") or features.get("input_ids") or next(iter(features.values()))
-  vocabulary = feature.vocabulary
+  vocabulary = input_vocabulary(task_name)
   path = getattr(vocabulary, "sentencepiece_model_file", None) or getattr(vocabulary, "vocab_path", None)
   return {"class": type(vocabulary).__name__, "path": path, "vocab_size": vocabulary.vocab_size}
 
@@ -115,6 +128,7 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
   to TASK_FEATURE_LENGTHS); the step compiles once per bucket, and the run log counts the compiles.
   """
   check_task_name(mixture_or_task_name)
+  check_vocabulary(mixture_or_task_name, initial_checkpoint_path)
   os.makedirs(model_dir, exist_ok=True)
   outputs.write_text(os.path.join(model_dir, "config.gin"), gin.config_str())
   evaluate = None
@@ -196,6 +210,7 @@ def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] 
   """
   from prompt_tuning_jax.evaluation import ensemble, evaluator  # pylint: disable=g-import-not-at-top
   check_task_name(mixture_or_task_name)
+  check_vocabulary(mixture_or_task_name, initial_checkpoint_path)
   dirs = [checkpoint_dirs] if isinstance(checkpoint_dirs, str) else list(checkpoint_dirs)
   common = dict(task_name=mixture_or_task_name, split=split, feature_lengths=dict(task_feature_lengths),
                 batch_size=batch_size, data_dir=data_dir, scoring=scoring, max_examples=max_examples,

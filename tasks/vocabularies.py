@@ -1,8 +1,10 @@
 """Vocabularies: seqio's SentencePiece for T5 and a BERT WordPiece vocabulary implemented as a seqio.Vocabulary.
 
-T5: `t5_vocabulary()` reads the model path from `$PROMPT_TUNING_T5_VOCAB`, else T5's public
-`gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model` (100 extra ids, 32,100 ids in all). seqio opens
-the file lazily, on the first encode/decode, so registering tasks never touches it.
+T5: `t5_vocabulary()` is a `T5Vocabulary` (100 extra ids, 32,100 ids in all) whose file is chosen when it is
+first opened, not when tasks are registered: the explicit path, else `$PROMPT_TUNING_T5_VOCAB`, else the run's
+checkpoint's `spiece.model` (`use_checkpoint_vocabulary`: a HF T5 directory as transformers writes it), else T5's
+public `gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model`. `check_t5_vocabulary` fails in one line
+before a run starts when that file cannot be read (a missing local file, or gs:// without a network).
 
 BERT: `WordPieceVocabulary(vocab_txt)` reproduces BERT's reference tokenizer: text cleaning, CJK characters
 split off, whitespace + punctuation split, optional lower-casing with accent stripping, then greedy
@@ -13,8 +15,9 @@ import functools
 import importlib.util
 import json
 import os
+import socket
 import unicodedata
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import seqio
@@ -26,14 +29,71 @@ T5_EXTRA_IDS = 100
 MAX_WORD_CHARS = 100  # BERT's max_input_chars_per_word
 
 
-def t5_vocabulary(path: str | None = None) -> seqio.SentencePieceVocabulary:
-  """T5's SentencePiece vocabulary: `path`, else $PROMPT_TUNING_T5_VOCAB, else T5's public model."""
-  return _sentencepiece(path or os.environ.get(T5_VOCAB_ENV) or T5_DEFAULT_VOCAB)
+HF_T5_VOCAB_FILE = "spiece.model"  # what transformers' T5 tokenizer writes into a checkpoint directory
+_checkpoint_vocab: Optional[str] = None
+
+
+def use_checkpoint_vocabulary(checkpoint_dir: Optional[str]) -> Optional[str]:
+  """Makes `checkpoint_dir`/spiece.model the default T5 vocabulary when that file exists (else clears the
+  default); returns it or None. $PROMPT_TUNING_T5_VOCAB still wins. Call it before the vocabulary is opened."""
+  global _checkpoint_vocab
+  local = checkpoint_dir and "://" not in checkpoint_dir  # a t5x checkpoint on GCS holds no spiece.model
+  path = os.path.join(checkpoint_dir, HF_T5_VOCAB_FILE) if local else None
+  _checkpoint_vocab = path if path and tf.io.gfile.exists(path) else None
+  return _checkpoint_vocab
+
+
+def t5_vocabulary_path(path: Optional[str] = None) -> str:
+  """`path`, else $PROMPT_TUNING_T5_VOCAB, else the checkpoint's spiece.model, else T5's public model."""
+  return path or os.environ.get(T5_VOCAB_ENV) or _checkpoint_vocab or T5_DEFAULT_VOCAB
+
+
+def _resolves(host: str) -> bool:
+  try:
+    socket.getaddrinfo(host, 443)
+  except OSError:
+    return False
+  return True
+
+
+def check_t5_vocabulary(path: str, resolves: Callable[[str], bool] = _resolves) -> None:
+  """Raises FileNotFoundError (one line naming `path` and $PROMPT_TUNING_T5_VOCAB) when the SentencePiece file
+  cannot be read: a missing local file, or a gs:// file while storage.googleapis.com does not resolve."""
+  fix = (f"set {T5_VOCAB_ENV} to a local SentencePiece model, or INITIAL_CHECKPOINT_PATH to a HF T5 directory "
+         f"holding {HF_T5_VOCAB_FILE} (README: T5 offline)")
+  if path.startswith("gs://"):
+    if not resolves("storage.googleapis.com"):
+      raise FileNotFoundError(f"T5 vocabulary {path}: storage.googleapis.com does not resolve (offline?); {fix}")
+  elif not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"T5 vocabulary {path}: no such file; {fix}")
+
+
+class T5Vocabulary(seqio.SentencePieceVocabulary):
+  """T5's SentencePiece (100 extra ids) whose file is `t5_vocabulary_path(path)` at the time it is first opened,
+  so a run can choose it after the tasks were registered (module docstring)."""
+
+  def __init__(self, path: Optional[str] = None):
+    self._path = path
+    super().__init__(t5_vocabulary_path(path), extra_ids=T5_EXTRA_IDS)
+
+  def _model_context(self):
+    if self._model is None:
+      self._sentencepiece_model_file = t5_vocabulary_path(self._path)
+    return super()._model_context()
+
+  @property
+  def sentencepiece_model_file(self) -> str:
+    return self._sentencepiece_model_file if self._model is not None else t5_vocabulary_path(self._path)
+
+
+def t5_vocabulary(path: Optional[str] = None) -> T5Vocabulary:
+  """T5's SentencePiece vocabulary (`T5Vocabulary`), one per explicit path."""
+  return _sentencepiece(path)
 
 
 @functools.lru_cache(maxsize=None)
-def _sentencepiece(path: str) -> seqio.SentencePieceVocabulary:
-  return seqio.SentencePieceVocabulary(path, extra_ids=T5_EXTRA_IDS)
+def _sentencepiece(path: Optional[str]) -> T5Vocabulary:
+  return T5Vocabulary(path)
 
 
 def minilm_vocab_path() -> str:

@@ -70,10 +70,36 @@ def test_pair_truncation_matches_transformers(hf_tokenizer):
 
 
 def test_t5_vocabulary_path_resolution(monkeypatch, tmp_path):
+  """explicit > $PROMPT_TUNING_T5_VOCAB > the checkpoint's spiece.model > T5's public model, chosen when opened."""
   monkeypatch.delenv(vocabularies.T5_VOCAB_ENV, raising=False)
+  monkeypatch.setattr(vocabularies, "_checkpoint_vocab", None)
   default = vocabularies.t5_vocabulary()
-  assert default._sentencepiece_model_file == vocabularies.T5_DEFAULT_VOCAB  # not opened: seqio loads lazily
+  assert default.sentencepiece_model_file == vocabularies.T5_DEFAULT_VOCAB  # not opened: seqio loads lazily
   assert default.extra_ids == 100
+  assert vocabularies.use_checkpoint_vocabulary(str(tmp_path)) is None  # no spiece.model there
+  (tmp_path / "spiece.model").write_bytes(b"")
+  assert vocabularies.use_checkpoint_vocabulary(str(tmp_path)) == str(tmp_path / "spiece.model")
+  assert default.sentencepiece_model_file == str(tmp_path / "spiece.model")  # the registered object follows
+  assert vocabularies.use_checkpoint_vocabulary("gs://bucket/t5x_checkpoint") is None  # never touches GCS
+  assert default.sentencepiece_model_file == vocabularies.T5_DEFAULT_VOCAB
+  vocabularies.use_checkpoint_vocabulary(str(tmp_path))
   monkeypatch.setenv(vocabularies.T5_VOCAB_ENV, str(tmp_path / "spm.model"))
-  assert vocabularies.t5_vocabulary()._sentencepiece_model_file == str(tmp_path / "spm.model")
-  assert vocabularies.t5_vocabulary("other.model")._sentencepiece_model_file == "other.model"
+  assert vocabularies.t5_vocabulary().sentencepiece_model_file == str(tmp_path / "spm.model")
+  assert vocabularies.t5_vocabulary("other.model").sentencepiece_model_file == "other.model"
+
+
+def test_unreadable_t5_vocabulary_fails_in_one_line_naming_the_path_and_the_variable(tmp_path):
+  missing = str(tmp_path / "nowhere.model")
+  with pytest.raises(FileNotFoundError) as error:
+    vocabularies.check_t5_vocabulary(missing)
+  message = str(error.value)
+  assert message.startswith(f"T5 vocabulary {missing}: no such file;") and "PROMPT_TUNING_T5_VOCAB" in message
+  assert "\n" not in message
+  offline = lambda host: False
+  with pytest.raises(FileNotFoundError, match=r"^T5 vocabulary gs://t5-data/vocabs/cc_all\.32000\.100extra/"
+                     r"sentencepiece\.model: storage\.googleapis\.com does not resolve \(offline\?\); set "
+                     r"PROMPT_TUNING_T5_VOCAB"):
+    vocabularies.check_t5_vocabulary(vocabularies.T5_DEFAULT_VOCAB, resolves=offline)
+  vocabularies.check_t5_vocabulary(vocabularies.T5_DEFAULT_VOCAB, resolves=lambda host: True)
+  (tmp_path / "here.model").write_bytes(b"")
+  vocabularies.check_t5_vocabulary(str(tmp_path / "here.model"))
