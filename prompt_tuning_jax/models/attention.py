@@ -76,8 +76,7 @@ class MultiHeadAttention(nn.Module):
     dense = layers.Dense(features, axes, self.use_bias, init, self.dtype, self.param_dtype, name=name)
     delta = self.slots.make("projection_delta", where=self.where, target=name,
                             in_features=x.shape[-1], out_features=features)
-    project = lambda t: dense(t) if delta is None else dense(t) + delta(t).astype(self.dtype)
-    return rows.join_rows(rows.rowwise(project, x))
+    return rows.join_rows(rows.rowwise(layers.with_delta(dense, delta), x))
 
   @nn.compact
   def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Optional[Array] = None,
@@ -104,11 +103,10 @@ class MultiHeadAttention(nn.Module):
 
     prefix = self.slots.make("attention_kv_prefix", where=self.where, num_heads=self.num_heads,
                              head_dim=self.head_dim)
-    prefix_kv = None if prefix is None else prefix(b)
-    if prefix_kv is not None and not getattr(prefix, "gated", True):
-      prefix_kv, additive_prefix = None, prefix_kv
-    else:
-      additive_prefix = None
+    prefix_kv, additive_prefix = None, None
+    if prefix is not None:
+      pk, pv, gated = prefix(b)
+      prefix_kv, additive_prefix = ((pk, pv), None) if gated else (None, (pk, pv))
     if prefix_kv is not None:
       # Gated form: prefix columns join the keys with zero bias and always-visible mask.
       pk, pv = prefix_kv  # [b, p, n, h]

@@ -4,7 +4,7 @@ Every parameter is created through `param_with_axes`, so `nn.get_partition_spec`
 init tree yields the logical names that `train/partitioning.py` maps onto the (data, model) mesh.
 Kernels are stored 2-D (`[in, out]`), as t5x stores them, so t5x checkpoints load without reshaping.
 """
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -35,7 +35,7 @@ class Dense(nn.Module):
     use_bias: T5 has none, BERT has them (bias axis = kernel_axes[1]).
     kernel_init: initializer of the kernel.
     dtype: activation dtype; params stay `param_dtype` and are cast at use.
-    delta: optional module added to the output, `y += delta(x)` (LoRA acts here).
+  A trained delta on a frozen projection (the projection_delta slot: LoRA) is added by `with_delta`.
   """
   features: int
   kernel_axes: tuple[str, str]
@@ -55,6 +55,14 @@ class Dense(nn.Module):
                              self.kernel_axes[1:], self.param_dtype)
       y = y + bias.astype(self.dtype)
     return y
+
+
+def with_delta(dense: Dense, delta: Optional[Callable[[Array], Array]]) -> Callable[[Array], Array]:
+  """x -> dense(x) + delta(x) in the dense's dtype: the one place a frozen projection meets its projection_delta
+  slot (LoRA; attention.py and mlp.py); `delta` None = the frozen projection alone."""
+  if delta is None:
+    return dense
+  return lambda x: dense(x) + delta(x).astype(dense.dtype)
 
 
 class Embed(nn.Module):

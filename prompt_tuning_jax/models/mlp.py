@@ -33,10 +33,10 @@ class MlpBlock(nn.Module):
   param_dtype: Any = jnp.float32
 
   def _dense(self, name: str, x: Array, features: int, axes: tuple[str, str]) -> Array:
-    y = layers.Dense(features, axes, self.use_bias, self.kernel_init, self.dtype, self.param_dtype, name=name)(x)
+    dense = layers.Dense(features, axes, self.use_bias, self.kernel_init, self.dtype, self.param_dtype, name=name)
     delta = self.slots.make("projection_delta", where=self.where, target=name,
                             in_features=x.shape[-1], out_features=features)
-    return y if delta is None else y + delta(x).astype(y.dtype)
+    return layers.with_delta(dense, delta)(x)
 
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool = True) -> Array:

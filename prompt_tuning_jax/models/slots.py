@@ -18,7 +18,9 @@ Slot contracts (shapes use b=batch, l=length, d=embed, n=heads, h=head_dim):
                                                      first layer after its row-wise work)
   layer_input_hook(where, num_layers, embed_dim) -> m(h [b,l,d], layer: int, state, context, *, deterministic)
       -> (h, state)                                  PASTA deltas, GPC cell between layers
-  attention_kv_prefix(where, num_heads, head_dim) -> m(batch: int) -> (keys [b,p,n,h], values [b,p,n,h])
+  attention_kv_prefix(where, num_heads, head_dim) -> m(batch: int) -> (keys [b,p,n,h], values [b,p,n,h], gated)
+                                                     gated: True = prefix columns join the softmax (prefix
+                                                     tuning), False = a second attention added (ablation)
   projection_delta(where, target, in_features, out_features) -> m(x [...,in]) -> [...,out]   LoRA
   attention_head_adapter(where, embed_dim, num_heads, head_dim) -> m(x [b,l,d], *, deterministic) -> [b,l,n*h]
   mlp_extra(where, embed_dim, activations) -> m(x [b,l,d], *, deterministic) -> [b,l,d]

@@ -7,8 +7,8 @@ models/attention.py prepends them to the keys and values with zero bias columns 
 (none on T5, 1/sqrt(h) on BERT). Per head that is the gated adapter of §D(1):
   h ← (1 − λ(x)) attn(x) + λ(x) softmax(q P_kᵀ) P_v,
   λ = Σ exp(q P_kᵀ) / (Σ exp(q P_kᵀ) + Σ exp(q Kᵀ + bias))      (sums over the visible columns).
-`gated=False` is the paper's plain-addition ablation, h ← attn(x) + softmax(q P_kᵀ) P_v (attention.py
-reads the module's `gated` attribute).
+`gated=False` is the paper's plain-addition ablation, h ← attn(x) + softmax(q P_kᵀ) P_v (the slot returns
+the flag with the keys and values; attention.py computes either form).
 
 Two parameterisations, both named 'prefix' (`.../attention/prefix/...`):
   direct (`Prefix`): key, value [l, n·h], drawn N(0, 0.02) (the official `prefix_nomlp`): 2·l·n·h
@@ -59,13 +59,13 @@ class Prefix(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, batch: int) -> tuple[Array, Array]:
-    """-> (keys, values), each [batch, l, n, h]."""
+  def __call__(self, batch: int) -> tuple[Array, Array, bool]:
+    """-> (keys, values, gated): keys and values [batch, l, n, h]."""
     make = lambda name: layers.param_with_axes(self, name, nn.initializers.normal(self.stddev),
                                                (self.length, self.num_heads * self.head_dim),
                                                ("prefix", "joined_kv"), self.param_dtype)
     key, value = make("key"), make("value")
-    return _per_example(key, batch, self.num_heads), _per_example(value, batch, self.num_heads)
+    return _per_example(key, batch, self.num_heads), _per_example(value, batch, self.num_heads), self.gated
 
 
 class PrefixMLP(nn.Module):
@@ -97,10 +97,10 @@ class PrefixMLP(nn.Module):
     key, value = jnp.split(dense(2 * inner, ("adapter", "joined_kv"), "output")(hidden), 2, axis=-1)
     return key, value
 
-  def __call__(self, batch: int) -> tuple[Array, Array]:
-    """-> (keys, values), each [batch, l, n, h]."""
+  def __call__(self, batch: int) -> tuple[Array, Array, bool]:
+    """-> (keys, values, gated): keys and values [batch, l, n, h]."""
     key, value = self.prefixes()
-    return _per_example(key, batch, self.num_heads), _per_example(value, batch, self.num_heads)
+    return _per_example(key, batch, self.num_heads), _per_example(value, batch, self.num_heads), self.gated
 
 
 def prefix_factory(*, where: str, backbone: str, num_heads: int, head_dim: int, length: int = 30,

@@ -138,14 +138,16 @@ def test_folded_mlp_prefixes_give_the_same_bert():
     prefix.fold_prefix_mlp(prefix.fold_prefix_mlp(params))
 
 
-def test_modules_shapes_inits_and_gate_attribute():
+def test_modules_shapes_inits_and_gate_flag():
   make = functools.partial(prefix.prefix_factory, where="encoder/attention", backbone="t5", num_heads=12,
                            head_dim=64, length=30)
   direct, mlp = make(reparameterize=False), make()
   assert direct.name == mlp.name == "prefix" and direct.gated and mlp.gated
   assert not make(gated=False).gated
-  keys, values = direct.apply({"params": init(direct, 3)}, 3)
-  assert keys.shape == values.shape == (3, 30, 12, 64)
+  keys, values, gated = direct.apply({"params": init(direct, 3)}, 3)
+  assert keys.shape == values.shape == (3, 30, 12, 64) and gated is True
+  ungated = make(reparameterize=False, gated=False)
+  assert ungated.apply({"params": init(ungated, 2)}, 2)[2] is False  # the slot contract carries the flag
   params = init(direct, 3)
   assert abs(float(np.std(params["key"])) - 0.02) < 1e-3 and params["key"].shape == (30, 768)
   boxed = jax.eval_shape(lambda rng: mlp.init(rng, 3), jax.random.key(0))["params"]
