@@ -53,14 +53,17 @@ class Method:
   """One method: its gin/results file, extra bindings on single-sentence tasks, and its learning-rate sweep.
 
   Attributes:
-    sweep: the values of `sweep_macro` the `sweep` setting tries (around the paper's; METHODS.md §(5)).
+    sweep: the values of `sweep_macro` the `sweep` setting tries (around the paper's; METHODS.md §(5)); empty =
+      the method takes `sweep_from`'s value.
     sweep_macro: the method's own learning rate: LEARNING_RATE, or PROMPT_LEARNING_RATE for the prompt's.
+    sweep_from: the method whose sweep chooses this one's rate (the same optimizer and parameters, another init).
   """
   label: str
   gin_file: str
   single_sentence_bindings: tuple[str, ...] = ()
   sweep: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
   sweep_macro: str = "LEARNING_RATE"
+  sweep_from: Optional[str] = None
 
 
 PROMPT_SWEEP = dict(sweep=(3e-3, 1e-2, 3e-2), sweep_macro="PROMPT_LEARNING_RATE")
@@ -69,9 +72,13 @@ METHODS = {
     "full_finetuning": Method("full fine-tuning", "results/full_finetuning.gin", sweep=(2e-5, 5e-5, 1e-4, 2e-4)),
     "bitfit": Method("BitFit", "results/bitfit.gin", sweep=(1e-4, 3e-4, 1e-3, 3e-3)),  # 1e-3 was the top edge
     "prompt_tuning_random": Method("prompt tuning, random init", "results/prompt_tuning_random.gin", **PROMPT_SWEEP),
-    "prompt_tuning_vocab": Method("prompt tuning, sampled vocab", "results/prompt_tuning_vocab.gin", **PROMPT_SWEEP),
+    # The other two inits train the same P x d prompt with the same optimizer from rows at the same scale
+    # (prompt_init.py): they take the random init's swept rate rather than two more sweeps of 2 CPU cores.
+    "prompt_tuning_vocab": Method("prompt tuning, sampled vocab", "results/prompt_tuning_vocab.gin", sweep=(),
+                                  sweep_macro="PROMPT_LEARNING_RATE", sweep_from="prompt_tuning_random"),
     "prompt_tuning_class_label": Method("prompt tuning, class labels", "results/prompt_tuning_class_label.gin",
-                                        **PROMPT_SWEEP),
+                                        sweep=(), sweep_macro="PROMPT_LEARNING_RATE",
+                                        sweep_from="prompt_tuning_random"),
     "gpc": Method("prompt tuning + GPC (reconstructed)", "results/gpc.gin", **PROMPT_SWEEP),
     "fl_tuning": Method("FL-tuning (k=160)", "results/fl_tuning.gin"),
     "pasta": Method("PASTA", "results/pasta.gin", ("NUM_SPECIAL_TOKENS = 2",), sweep=(2.5e-4, 1e-3, 3e-3)),

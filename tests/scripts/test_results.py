@@ -107,6 +107,20 @@ def fake_run(task: str, method: str, seed: int, value: float) -> dict:
   return {"task": task, "method": method, "seed": seed, "metrics": {results_config.TASKS[task].metrics[0]: value}}
 
 
+def test_sweep_plan_covers_each_swept_rate_and_borrowed_rates_name_a_swept_method():
+  import results  # pylint: disable=g-import-not-at-top
+  args = results.parse_args(["--setting=sweep", "--sweep", "--out_dir=/tmp/unused"])
+  plan = results.make_plan(args, results.setting_from(args))
+  swept = {m: v.sweep for m, v in results_config.METHODS.items() if v.sweep}
+  assert sorted((run.method, run.learning_rate) for run in plan) == sorted(
+      (m, lr) for m, rates in swept.items() for lr in rates)
+  for name, method in results_config.METHODS.items():
+    assert bool(method.sweep) != bool(method.sweep_from), name  # its own sweep, or another's
+    if method.sweep_from:
+      lender = results_config.METHODS[method.sweep_from]
+      assert lender.sweep and lender.sweep_macro == method.sweep_macro, name
+
+
 def test_seed_values_show_each_seed():
   assert results_report.seed_values([80.0]) == "80.00"
   assert results_report.seed_values([80.0, 82.0, 81.0]) == "81.00 ± 1.00 [80.0, 82.0, 81.0]"
