@@ -99,7 +99,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
   if restored is not None:
     ckpt, meta = restored
     start = int(meta["step"])
-    state = train_step.TrainState(jnp.asarray(start, jnp.int32), ckpt["trainable"], ckpt["opt_state"])
+    state = train_step.TrainState(np.asarray(start, np.int32), ckpt["trainable"], ckpt["opt_state"])  # numpy: any mesh
     log.info("resuming from step %d (%s)", start, manager.directory)
   step_fn = train_step.make_train_step(train_step.loss_fn_for(model), optimizer)
   rng = jax.random.key(seed + 1) if dropout else None
@@ -177,8 +177,9 @@ def _place(model: nn.Module, mesh, state: train_step.TrainState, frozen: dict):
 def place_params(model: nn.Module, mesh, params: dict) -> dict:
   """A (partial) plain parameter tree of `model` -> global arrays on `mesh`, placed by the logical axis rules.
 
-  Every process passes the same values (a seeded init or a checkpoint read on every process)."""
+  Every process passes the same values (a seeded init or a checkpoint read on every process); they go through
+  host memory, since a process cannot send its device's array to another process's devices."""
   args, kwargs = model_inputs.example_inputs(model)
   abstract = jax.eval_shape(model.init, jax.random.key(0), *args, **kwargs)["params"]
   shardings = flatten_params(partitioning.logical_to_mesh_sharding(abstract, mesh))
-  return unflatten_params({k: jax.device_put(v, shardings[k]) for k, v in flatten_params(params).items()})
+  return unflatten_params({k: jax.device_put(np.asarray(v), shardings[k]) for k, v in flatten_params(params).items()})

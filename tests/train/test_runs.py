@@ -250,7 +250,8 @@ def test_ner_trains_and_reports_entity_f1_with_a_progress_bar(tmp_path, capsys):
 def test_a_second_trainer_on_a_live_model_dir_is_refused_and_a_killed_holder_does_not_block(tmp_path, capsys,
                                                                                              caplog):
   model_dir = str(tmp_path / "held")
-  command = [sys.executable, "-m", "prompt_tuning_jax.train"] + argv(model_dir, 100000, "runs.train.checkpoint_period = 1")
+  command = [sys.executable, "-m", "prompt_tuning_jax.train"] + argv(model_dir, 100000,
+                                                                     "runs.train.checkpoint_period = 1")
   holder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   checkpoints = os.path.join(model_dir, "checkpoints")
   deadline = time.time() + 300
