@@ -140,7 +140,8 @@ def make_evaluate_fn(*, task_name: str, split: str, feature_lengths: dict[str, i
                      length_normalize: bool = False,
                      buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()
                      ) -> Callable[[nn.Module, dict], dict[str, Any]]:
-  """Reads the split once (numpy) and returns `(model, params) -> metrics`, as `evaluate` computes them."""
+  """Reads the split once (numpy) and returns `(model, params, mesh=None) -> metrics`, as `evaluate` computes
+  them."""
   data = load_eval_data(task_name, split, feature_lengths, batch_size, data_dir, max_examples, buckets)
   decode_length = max_decode_length or feature_lengths.get("targets")
 
