@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 import optax
 import tqdm
@@ -99,7 +100,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
   if restored is not None:
     ckpt, meta = restored
     start = int(meta["step"])
-    state = train_step.TrainState(np.asarray(start, np.int32), ckpt["trainable"], ckpt["opt_state"])  # numpy: any mesh
+    state = train_step.TrainState(np.asarray(start, np.int32), ckpt["trainable"], ckpt["opt_state"])
     log.info("resuming from step %d (%s)", start, manager.directory)
   step_fn = train_step.make_train_step(train_step.loss_fn_for(model), optimizer)
   rng = jax.random.key(seed + 1) if dropout else None
@@ -168,10 +169,14 @@ def default_optimizer() -> optax.GradientTransformation:
 
 
 def _place(model: nn.Module, mesh, state: train_step.TrainState, frozen: dict):
-  """Puts the train state and the frozen partition onto the mesh by the logical axis rules."""
+  """Puts the train state and the frozen partition onto the mesh: parameters by the logical axis rules, the
+  step and the optimizer state replicated (so a resumed state, restored with these shardings, is on the mesh)."""
   if mesh.size == 1:
     return state, frozen
-  return state.replace(trainable=place_params(model, mesh, state.trainable)), place_params(model, mesh, frozen)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  step, opt_state = jax.tree.map(lambda x: jax.device_put(np.asarray(x), replicated), (state.step, state.opt_state))
+  return train_step.TrainState(step, place_params(model, mesh, state.trainable), opt_state), place_params(
+      model, mesh, frozen)
 
 
 def place_params(model: nn.Module, mesh, params: dict) -> dict:
