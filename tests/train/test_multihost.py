@@ -9,7 +9,7 @@ process x 4 devices, on real RTE with a tiny BERT and a tiny T5 (prompt tuning +
 - model parallel across processes: num_partitions=2 with 1 device per process, against the same 1-process run.
 - checkpoints: the 2-process checkpoint restores in this 1-device process (eval, and training on); kill -9 of
   one process stops the job, and the same launch command resumes to leaves bit-identical to an uninterrupted
-  2-process run.
+  2-process run. A second trainer on the directory the 2-process job holds is refused.
 """
 import json
 import os
@@ -49,8 +49,9 @@ def gin_args(files, bindings):
 
 def bert_train(model_dir, *extra, methods=("methods/prompt_tuning_random.gin", "methods/lora.gin")):
   return gin_args(["models/minilm.gin", *methods, "runs/finetune.gin"], TINY_BERT + COMMON + [
-      f"MODEL_DIR = '{model_dir}'", "MIXTURE_OR_TASK_NAME = 'bert_glue_rte'", "TASK_FEATURE_LENGTHS = {'input_ids': 96}",
-      "buckets.LengthBuckets.lengths = [48]", "buckets.LengthBuckets.window = 4", *extra])  # buckets 48 and 96
+      f"MODEL_DIR = '{model_dir}'", "MIXTURE_OR_TASK_NAME = 'bert_glue_rte'",
+      "TASK_FEATURE_LENGTHS = {'input_ids': 96}", "buckets.LengthBuckets.lengths = [48]",
+      "buckets.LengthBuckets.window = 4", *extra])  # buckets 48 and 96
 
 
 def t5_train(model_dir):
@@ -112,7 +113,8 @@ def one_process(env, tmp_path_factory):
       ["train", bert_train(dirs["prompt0"], "TRAIN_STEPS = 2", "runs.train.eval_split = None",
                            methods=PROMPT_METHOD + (prompt_only,))],
       ["train", bert_train(dirs["prompt1"], "TRAIN_STEPS = 2", "runs.train.eval_split = None",
-                           "runs.train.prompt_seed = 1", "runs.train.data_seed = 1", methods=PROMPT_METHOD + (prompt_only,))],
+                           "runs.train.prompt_seed = 1", "runs.train.data_seed = 1",
+                           methods=PROMPT_METHOD + (prompt_only,))],
       ["eval", bert_eval([dirs["prompt0"], dirs["prompt1"]], dirs["ensemble"], PROMPT_METHOD)]], root)
   return dirs
 
@@ -213,22 +215,32 @@ def test_two_process_checkpoint_restores_in_one_process(two_processes, tmp_path)
   assert step == STEPS + 1 and len(train_losses(model_dir)) == STEPS + 1
 
 
-def test_kill_one_process_stops_the_job_and_the_same_command_resumes(env, two_processes, tmp_path):
+def wait_for(condition, launcher, seconds=600):
+  deadline = time.time() + seconds
+  while time.time() < deadline and launcher.poll() is None and not condition():
+    time.sleep(0.02)
+
+
+def test_kill_one_process_stops_the_job_and_the_same_command_resumes(env, two_processes, tmp_path, capsys):
+  """Also: while the 2-process job holds MODEL_DIR, a second trainer is refused naming process 0's pid."""
   dirs, _ = two_processes
   model_dir = str(tmp_path / "killed")
-  command = launch_command(2, 2, ["-m", "prompt_tuning_jax.train"] + bert_train(
-      model_dir, "runs.train.checkpoint_period = 1", "runs.train.keep_last = 2", "runs.train.eval_split = None"))
+  args = bert_train(model_dir, "runs.train.checkpoint_period = 1", "runs.train.keep_last = 2",
+                    "runs.train.eval_split = None")
+  command = launch_command(2, 2, ["-m", "prompt_tuning_jax.train"] + args)
   log = tmp_path / "launch.log"
   with open(log, "w", encoding="utf-8") as out:
     launcher = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    lock = os.path.join(model_dir, ".lock")
+    wait_for(lambda: os.path.isfile(lock) and read(lock).strip(), launcher)  # taken before the model is built
+    pids = [int(p) for p in re.findall(r"\[launch\] process \d of 2: pid (\d+)", log.read_text())]
+    assert cli.main(args, runs.train, "test") == 1
+    assert f"error: ValueError: MODEL_DIR {model_dir} is in use by another training job (pid {pids[0]}, " \
+           in capsys.readouterr().err
     checkpoints = os.path.join(model_dir, "checkpoints")
-    deadline = time.time() + 600
-    while time.time() < deadline and launcher.poll() is None:
-      if os.path.isdir(checkpoints) and any(name.isdigit() and int(name) >= 2 for name in os.listdir(checkpoints)):
-        break
-      time.sleep(0.02)
-    pid = int(re.search(r"\[launch\] process 1 of 2: pid (\d+)", log.read_text()).group(1))
-    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: os.path.isdir(checkpoints) and any(n.isdigit() and int(n) >= 2 for n in os.listdir(checkpoints)),
+             launcher)
+    os.kill(pids[1], signal.SIGKILL)
     killed = time.time()
     status = launcher.wait(timeout=120)
   assert status != 0, f"the run finished before it could be killed:\n{log.read_text()[-3000:]}"
