@@ -3,10 +3,11 @@
   python -m prompt_tuning_jax.train --gin_file=F ... [--gin.NAME=VALUE ...] [--multiprocess]
   python -m prompt_tuning_jax.eval  ...   python -m prompt_tuning_jax.infer ...
 
-Multi-process (TPU pods, multi-node GPU): `jax.distributed.initialize()` runs first when `--multiprocess`
-is given or the launcher set JAX_COORDINATOR_ADDRESS; every process then runs the same command and reads
-its own data shard. User errors (a wrong gin file, binding, task name, missing data) print one line and
-exit with status 1, a diverged run (NaN/Inf loss) with status 3; anything else is a bug and keeps its traceback.
+Multi-process (TPU pods, multi-node GPU, or N CPU processes under `python -m prompt_tuning_jax.launch`):
+`jax.distributed.initialize()` runs first when `--multiprocess` is given or the launcher set
+JAX_COORDINATOR_ADDRESS; every process then runs the same command and feeds its rows of each global batch.
+User errors (a wrong gin file, binding, task name, missing data) print one line and exit with status 1, a diverged
+run (NaN/Inf loss) with status 3; anything else is a bug and keeps its traceback.
 """
 import logging
 import os
@@ -23,10 +24,21 @@ USER_ERRORS = (FileNotFoundError, ValueError, KeyError)
 
 
 def maybe_initialize_distributed(multiprocess: bool) -> None:
+  """`jax.distributed.initialize()` when `--multiprocess` is given or JAX_COORDINATOR_ADDRESS is set.
+
+  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (set by prompt_tuning_jax.launch, or by hand)
+  are passed on; where they are unset, JAX detects the cluster (TPU pods, SLURM, Open MPI, ...). CPU collectives
+  run over gloo, so a multi-process job also works with CPU devices only.
+  """
   import jax  # pylint: disable=g-import-not-at-top
-  if multiprocess or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()
-    logging.info("process %d of %d", jax.process_index(), jax.process_count())
+  if not (multiprocess or os.environ.get("JAX_COORDINATOR_ADDRESS")) or jax.distributed.is_initialized():
+    return
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  number = lambda name: int(os.environ[name]) if os.environ.get(name) else None
+  jax.distributed.initialize(coordinator_address=os.environ.get("JAX_COORDINATOR_ADDRESS") or None,
+                             num_processes=number("JAX_NUM_PROCESSES"), process_id=number("JAX_PROCESS_ID"))
+  logging.info("process %d of %d, %d local of %d devices", jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
 
 
 def main(argv: Sequence[str], run: Callable[..., dict], usage: str) -> int:

@@ -27,7 +27,7 @@ from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.params import configured
 from prompt_tuning_jax.peft import prompts, trainable
 from prompt_tuning_jax.train import data as train_data
-from prompt_tuning_jax.train import outputs, trainer
+from prompt_tuning_jax.train import lock, outputs, partitioning, trainer
 from tasks import buckets as buckets_lib
 from tasks import vocabularies
 
@@ -120,7 +120,8 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
   """Trains `model`'s PEFT parameters on a task; returns the final train (and eval/...) metrics.
 
   Writes MODEL_DIR/config.gin (the resolved gin config), checkpoints/, train/ and eval/ TensorBoard runs,
-  metrics.jsonl, and with an eval split the evaluator's predictions.jsonl / metrics.json under eval/.
+  metrics.jsonl, and with an eval split the evaluator's predictions.jsonl / metrics.json under eval/; holds
+  MODEL_DIR/.lock while it runs (a second job on the directory is refused, train/lock.py).
   `eval_split=None` turns evaluation off; `eval_period=0` evaluates only at the end.
   Seeds: `seed` draws every initialised leaf (and dropout); `prompt_seed` the prompt init, `data_seed` the data
   order (both default to `seed`). Prompt ensembles vary only these two, so the K runs share all else.
@@ -129,29 +130,30 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
   """
   check_task_name(mixture_or_task_name)
   check_vocabulary(mixture_or_task_name, initial_checkpoint_path)
-  os.makedirs(model_dir, exist_ok=True)
-  outputs.write_text(os.path.join(model_dir, "config.gin"), gin.config_str())
-  evaluate = None
-  if eval_split:
-    from prompt_tuning_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-    evaluate = evaluator.make_evaluate_fn(
-        task_name=mixture_or_task_name, split=eval_split, feature_lengths=task_feature_lengths,
-        batch_size=eval_batch_size or batch_size, data_dir=data_dir, scoring=scoring,
-        max_examples=eval_max_examples, output_dir=os.path.join(model_dir, "eval"), buckets=buckets)
-  metadata = {**model_metadata(model), "task": mixture_or_task_name, "feature_lengths": dict(task_feature_lengths),
-              "initial_checkpoint_path": initial_checkpoint_path, "vocabulary": vocabulary_metadata(mixture_or_task_name)}
-  prompt_seed = seed if prompt_seed is None else prompt_seed
-  data_seed = seed if data_seed is None else data_seed
-  metadata.update(prompt_seed=prompt_seed, data_seed=data_seed)
-  data = train_data.task_train_data(mixture_or_task_name, task_feature_lengths, split=train_split, seed=data_seed,
-                                    data_dir=data_dir, skip_malformed=skip_malformed, buckets=buckets)
-  return trainer.train(
-      model=model, model_dir=model_dir, train_steps=train_steps, batch_size=batch_size, train_data=data,
-      evaluate=evaluate, initial_checkpoint_path=initial_checkpoint_path, optimizer=gin_optimizer(),
-      mask_fn=configured(trainable.trainable_mask), eval_period=eval_period, checkpoint_period=checkpoint_period,
-      keep_last=keep_last, keep_best=keep_best, best_metric=best_metric, seed=seed,
-      num_partitions=num_partitions, metadata=metadata, show_progress=show_progress,
-      prepare_params=prepare_prompt(prompt_seed))
+  with lock.hold_model_dir(model_dir):  # a second job on a live MODEL_DIR is refused (train/lock.py)
+    outputs.write_text(os.path.join(model_dir, "config.gin"), gin.config_str())
+    evaluate = None
+    if eval_split:
+      from prompt_tuning_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+      evaluate = evaluator.make_evaluate_fn(
+          task_name=mixture_or_task_name, split=eval_split, feature_lengths=task_feature_lengths,
+          batch_size=eval_batch_size or batch_size, data_dir=data_dir, scoring=scoring,
+          max_examples=eval_max_examples, output_dir=os.path.join(model_dir, "eval"), buckets=buckets)
+    metadata = {**model_metadata(model), "task": mixture_or_task_name, "feature_lengths": dict(task_feature_lengths),
+                "initial_checkpoint_path": initial_checkpoint_path,
+                "vocabulary": vocabulary_metadata(mixture_or_task_name)}
+    prompt_seed = seed if prompt_seed is None else prompt_seed
+    data_seed = seed if data_seed is None else data_seed
+    metadata.update(prompt_seed=prompt_seed, data_seed=data_seed)
+    data = train_data.task_train_data(mixture_or_task_name, task_feature_lengths, split=train_split, seed=data_seed,
+                                      data_dir=data_dir, skip_malformed=skip_malformed, buckets=buckets)
+    return trainer.train(
+        model=model, model_dir=model_dir, train_steps=train_steps, batch_size=batch_size, train_data=data,
+        evaluate=evaluate, initial_checkpoint_path=initial_checkpoint_path, optimizer=gin_optimizer(),
+        mask_fn=configured(trainable.trainable_mask), eval_period=eval_period, checkpoint_period=checkpoint_period,
+        keep_last=keep_last, keep_best=keep_best, best_metric=best_metric, seed=seed,
+        num_partitions=num_partitions, metadata=metadata, show_progress=show_progress,
+        prepare_params=prepare_prompt(prompt_seed))
 
 
 def restore_params(model: nn.Module, checkpoint_dir: str, initial_checkpoint_path: Optional[str],
@@ -198,8 +200,8 @@ def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] 
              initial_checkpoint_path: Optional[str] = None, split: str = "validation",
              checkpoint_step: Any = "latest", data_dir: Optional[str] = None, scoring: str = "auto",
              num_beams: int = 1, max_decode_length: Optional[int] = None, max_examples: Optional[int] = None,
-             seed: int = 0, buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()
-             ) -> dict[str, Any]:
+             seed: int = 0, buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets(),
+             num_partitions: int = 1) -> dict[str, Any]:
   """Evaluates one trained run, or a prompt ensemble of several, on a split; writes OUTPUT_DIR's
   predictions.jsonl and metrics.json and returns the metrics.
 
@@ -207,6 +209,8 @@ def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] 
     (rank / generate / classifier, evaluation/evaluator.py). K > 1: each run's prompt is stacked into one bank
     [K, P, d] and every batch is scored for all K prompts in one forward (evaluation/ensemble.py); the report
     holds each prompt's metrics, their mean and best, and the majority-vote and mean-log-prob ensembles.
+  With several devices (or processes) the params are placed on a (data, model) mesh of `num_partitions` model
+  shards and each batch's rows are split over its data axis (evaluation/evaluator.py).
   """
   from prompt_tuning_jax.evaluation import ensemble, evaluator  # pylint: disable=g-import-not-at-top
   check_task_name(mixture_or_task_name)
@@ -218,13 +222,17 @@ def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] 
   restored = [restore_params(model, d, initial_checkpoint_path, checkpoint_step, seed) for d in dirs]
   for directory, (_, step) in zip(dirs, restored):
     log.info("evaluating %s step %d on %s:%s", directory, step, mixture_or_task_name, split)
+  mesh = partitioning.create_mesh(num_partitions)
+  mesh, place = (None, lambda _, params: params) if mesh.size == 1 else (
+      mesh, lambda m, params: trainer.place_params(m, mesh, params))
   if len(dirs) == 1:
-    metrics = evaluator.evaluate(model, restored[0][0], num_beams=num_beams, max_decode_length=max_decode_length,
-                                 **common)
+    metrics = evaluator.evaluate(model, place(model, restored[0][0]), num_beams=num_beams,
+                                 max_decode_length=max_decode_length, mesh=mesh, **common)
   else:
     _check_only_prompts_differ(dirs, [params for params, _ in restored])
-    bank = ensemble.stack_prompt_params([params for params, _ in restored])
-    metrics = evaluator.evaluate_ensemble_dataset(_bank_model(model, len(dirs)), bank, len(dirs), **common)
+    bank_model = _bank_model(model, len(dirs))
+    bank = place(bank_model, ensemble.stack_prompt_params([params for params, _ in restored]))
+    metrics = evaluator.evaluate_ensemble_dataset(bank_model, bank, len(dirs), mesh=mesh, **common)
   metrics = {**metrics, "checkpoints": {d: step for d, (_, step) in zip(dirs, restored)}}
   outputs.write_json(os.path.join(output_dir, "metrics.json"), metrics)
   return metrics

@@ -19,11 +19,11 @@ position, so resuming after `skip` batches gives exactly the batches an uninterr
 dropped or repeated, since a window is cut into full batches. Evaluation sorts the whole split by length,
 and `order` maps the results back to the split's order.
 
-With several hosts each host sorts its own shard; `agree` (e.g. a max over hosts) makes batch k of a window
-the same shape on every host.
+Multi-process training cuts global batches here and each process keeps its rows of each (train/data.py), so
+the shapes are the same on every process by construction.
 """
 import dataclasses
-from typing import Callable, Iterator, Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -109,15 +109,13 @@ def sort_order(lengths: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def grouped_batches(windows: Iterator[Batch], batch_size: int, buckets: LengthBuckets, *, seed: int,
-                    first_window: int, skip: int,
-                    agree: Callable[[np.ndarray], np.ndarray] = lambda widths: widths) -> Iterator[Batch]:
+                    first_window: int, skip: int) -> Iterator[Batch]:
   """Training batches from windows of `buckets.window * batch_size` padded rows (module docstring).
 
   Args:
     windows: the shuffled stream in windows, each {name: [window * batch_size, ...]}, starting with the
       window numbered `first_window` (the window index seeds the order of its batches).
     skip: batches of the first window already consumed (0 <= skip < window).
-    agree: [window, groups] bucket widths -> the widths every host uses (multi-host: the max over hosts).
   """
   for index, window in enumerate(windows, start=first_window):
     n = len(next(iter(window.values())))
@@ -127,7 +125,6 @@ def grouped_batches(windows: Iterator[Batch], batch_size: int, buckets: LengthBu
     rows = sort_order(lengths).reshape(buckets.window, batch_size)  # [W, b] row ids, by length
     rows = rows[np.random.default_rng([seed, index]).permutation(buckets.window)]
     widths = np.array([[buckets.bucket(lengths[m][r].max(), full[m]) for m in lengths] for r in rows], np.int64)
-    widths = np.asarray(agree(widths))  # [W, groups]
     for k in range(skip if index == first_window else 0, buckets.window):
       yield cut({name: value[rows[k]] for name, value in window.items()}, dict(zip(lengths, widths[k].tolist())))
 

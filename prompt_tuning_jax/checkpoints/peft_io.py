@@ -36,7 +36,8 @@ class PeftCheckpointManager:
     self.keep_last, self.keep_best = keep_last, keep_best
     self.best_metric, self.best_mode = best_metric, best_mode
     options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True, enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
+        "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -86,13 +87,16 @@ class PeftCheckpointManager:
     if not steps:
       return
     target = self.directory + ".unreadable"
-    os.makedirs(target, exist_ok=True)
-    for step in steps:
+    for step in steps if outputs.is_primary_host() else ():  # one process moves them, the others wait
+      os.makedirs(target, exist_ok=True)
       destination = os.path.join(target, str(step))
       if os.path.exists(destination):
         destination += f".{len(os.listdir(target))}"
       os.replace(os.path.join(self.directory, str(step)), destination)
       log.warning("moved unreadable checkpoint step %d to %s", step, destination)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"quarantine {self.directory}")
     self._manager.reload()
 
   def _apply_retention(self) -> None:
@@ -124,7 +128,8 @@ class PeftCheckpointManager:
   def restore_trainable(self, step: Any = "latest") -> tuple[dict, int]:
     """(trainable leaves, step) of step 'latest' (the newest readable), 'best' or a step number.
 
-    Reads only the saved tree as stored (no optimizer to rebuild): for evaluation and export.
+    Reads only the saved tree as stored (no optimizer to rebuild), onto this process's first device whatever
+    the devices and processes of the job that wrote it: for evaluation and export.
     """
     if step == "best":
       step = self.best_step()
@@ -135,7 +140,10 @@ class PeftCheckpointManager:
       raise FileNotFoundError(f"{self.directory}: no checkpoint step {step!r}; available: {self.steps()}")
     for candidate in candidates:
       try:
-        restored = self._manager.restore(candidate, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=one_device),
+                                        self._manager.item_metadata(candidate)["state"].tree)
+        restored = self._manager.restore(candidate, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
       except Exception as error:  # pylint: disable=broad-except
         if step != "latest":
           raise

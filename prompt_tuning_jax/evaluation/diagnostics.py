@@ -9,6 +9,9 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.sharding import Mesh
+
+from prompt_tuning_jax.train import partitioning
 
 MAX_EXAMPLES = 1024
 """At most this many examples' features per evaluation (the first batches of the split's batches)."""
@@ -33,9 +36,10 @@ def has_features(model: nn.Module) -> bool:
 
 
 def evaluation_features(model: nn.Module, params: dict, batches: Sequence[dict], num_examples: int,
-                        max_examples: Optional[int] = MAX_EXAMPLES) -> np.ndarray:
+                        max_examples: Optional[int] = MAX_EXAMPLES, mesh: Optional[Mesh] = None) -> np.ndarray:
   """The first min(num_examples, max_examples) real rows' features [n, d] of evaluation batches (batch rows
-  past `num_examples` are padding copies and are left out)."""
+  past `num_examples` are padding copies and are left out); on `mesh`, each batch's rows split over its data
+  axis (partitioning.run_sharded)."""
   limit = num_examples if max_examples is None else min(num_examples, max_examples)
   apply = jax.jit(lambda p, b: model.apply({"params": p}, b["input_ids"], b.get("attention_mask"),
                                            b.get("token_type_ids"), method="features"))
@@ -43,6 +47,6 @@ def evaluation_features(model: nn.Module, params: dict, batches: Sequence[dict],
   for batch in batches:
     if seen >= limit:
       break
-    rows.append(np.asarray(apply(params, batch)))
+    rows.append(partitioning.run_sharded(lambda b: apply(params, b), batch, mesh))
     seen += rows[-1].shape[0]
   return np.concatenate(rows)[:limit]

@@ -12,24 +12,31 @@ rank for T5 classification tasks, generate for generative ones (ReCoRD, STS-B), 
 BERT. The last
 partial batch is padded with copies of its last row (dropped again), so nothing recompiles. `output_dir` receives
 predictions.jsonl (one line per example) and metrics.json, each written atomically (tmp file + os.replace).
+
+Given the `mesh` the params live on, each batch's rows are split over its 'data' axis: on a multi-process job
+every process reads the split but feeds and scores only its rows of each batch (partitioning.run_sharded), the
+scores / predictions are all-gathered, and every process computes the same metrics; process 0 writes the files.
 """
 import dataclasses
 import json
+import logging
 import os
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
+import jax
+from jax.sharding import Mesh
 import numpy as np
 import seqio
 import tensorflow as tf
 
 from prompt_tuning_jax.evaluation import diagnostics, ensemble, rank_classification
 from prompt_tuning_jax.models import bert, decoding, t5
-from prompt_tuning_jax.train import outputs
+from prompt_tuning_jax.train import outputs, partitioning
 from tasks import buckets as buckets_lib
 from tasks import formats, registry
 
+log = logging.getLogger(__name__)
 GENERATIVE_KINDS = ("stsb", "record")  # T5 tasks decoded as text even when they have label strings
 INPUT_KEYS = ("encoder_input_tokens", "input_ids", "attention_mask", "token_type_ids")
 FAMILY_MODELS = {registry.T5: t5.T5, registry.T5_TASKLESS: t5.T5, registry.BERT: bert.BertForSequenceClassification,
@@ -133,16 +140,21 @@ def make_evaluate_fn(*, task_name: str, split: str, feature_lengths: dict[str, i
                      length_normalize: bool = False,
                      buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()
                      ) -> Callable[[nn.Module, dict], dict[str, Any]]:
-  """Reads the split once (numpy) and returns `(model, params) -> metrics`, as `evaluate` computes them."""
+  """Reads the split once (numpy) and returns `(model, params, mesh=None) -> metrics`, as `evaluate` computes
+  them."""
   data = load_eval_data(task_name, split, feature_lengths, batch_size, data_dir, max_examples, buckets)
   decode_length = max_decode_length or feature_lengths.get("targets")
-  index = None if prompt_index is None else jnp.full((batch_size,), prompt_index, jnp.int32)
 
-  def predict(model: nn.Module, params: dict, batch: dict, how: str) -> tuple[list[Any], Optional[np.ndarray]]:
+  def predict(model: nn.Module, params: dict, batch: dict, how: str, mesh: Optional[Mesh]
+              ) -> tuple[list[Any], Optional[np.ndarray]]:
     """One batch -> (raw outputs: label strings, class ids or decoded texts; scores [b, C] / [b] / None)."""
+    inputs = {k: v for k, v in batch.items() if k in INPUT_KEYS}
+    if prompt_index is not None:  # [b]: one prompt of a bank for every row
+      inputs["prompt_index"] = np.full((len(next(iter(inputs.values()))),), prompt_index, np.int32)
     if how != "generate":
-      scores = np.asarray(rank_classification.score_batch(model, params, batch, data.label_tokens, index,
-                                                          length_normalize))  # [b, C], or [b, l, C] per token
+      scores = partitioning.run_sharded(lambda b: rank_classification.score_batch(
+          model, params, b, data.label_tokens, b.get("prompt_index"), length_normalize),
+          inputs, mesh)  # [b, C], or [b, l, C] per token
       if how == "token_classifier":
         if scores.shape[-1] != len(data.labels):
           raise ValueError(f"{task_name} has {len(data.labels)} tags, but the model's classifier has "
@@ -150,22 +162,27 @@ def make_evaluate_fn(*, task_name: str, split: str, feature_lengths: dict[str, i
         lengths = np.asarray(batch["attention_mask"]).sum(-1)  # [b] real tokens
         return [row[:n] for row, n in zip(scores.argmax(-1), lengths)], None  # per-token scores: too big to write
       return _class_outputs(how, data.labels, scores.argmax(-1)), scores
-    tokens, kwargs = batch["encoder_input_tokens"], dict(max_decode_length=decode_length,
-                                                         eos_id=data.vocabulary.eos_id, prompt_index=index)
-    if num_beams == 1:
-      generated, scores = decoding.greedy_decode(model, params, tokens, **kwargs), None
-    else:
-      beams, beam_scores = decoding.beam_search(model, params, tokens, num_beams=num_beams, **kwargs)
-      generated, scores = beams[:, 0], np.asarray(beam_scores[:, 0])  # the best beam
-    return [data.vocabulary.decode(row.tolist()) for row in np.asarray(generated)], scores
+    def generate(b: dict) -> tuple[Any, Any]:
+      kwargs = dict(max_decode_length=decode_length, eos_id=data.vocabulary.eos_id, prompt_index=b.get("prompt_index"))
+      if num_beams == 1:
+        return decoding.greedy_decode(model, params, b["encoder_input_tokens"], **kwargs), None
+      beams, beam_scores = decoding.beam_search(model, params, b["encoder_input_tokens"], num_beams=num_beams, **kwargs)
+      return beams[:, 0], beam_scores[:, 0]  # the best beam
+    generated, scores = partitioning.run_sharded(generate, inputs, mesh)
+    return [data.vocabulary.decode(row.tolist()) for row in generated], scores
 
-  def evaluate_fn(model: nn.Module, params: dict) -> dict[str, Any]:
+  def evaluate_fn(model: nn.Module, params: dict, mesh: Optional[Mesh] = None) -> dict[str, Any]:
+    """-> the metrics of `params` (on `mesh`, or one device when None) over the split."""
     how, n = resolve_scoring(model, task_name, scoring), len(data.examples)
+    if mesh is not None and jax.process_count() > 1:
+      rows = partitioning.host_rows(mesh, batch_size)
+      log.info("process %d of %d scores rows [%d, %d) of each evaluation batch of %d (%d batches)",
+               jax.process_index(), jax.process_count(), rows.start, rows.stop, batch_size, len(data.batches))
     if how == "generate" and not decode_length:
       raise ValueError(f"generate on {task_name} needs max_decode_length or feature_lengths['targets']")
     outputs, scores = [], []
     for batch in data.batches:
-      batch_outputs, batch_scores = predict(model, params, batch, how)
+      batch_outputs, batch_scores = predict(model, params, batch, how, mesh)
       outputs += batch_outputs
       scores += [None] * len(batch_outputs) if batch_scores is None else list(batch_scores)
     outputs, scores = data.in_split_order(outputs), data.in_split_order(scores)  # pad rows dropped
@@ -173,7 +190,8 @@ def make_evaluate_fn(*, task_name: str, split: str, feature_lengths: dict[str, i
     metrics = {**ensemble.compute_metrics(registry.task_metrics(task_name), data.targets, predictions),
                "scoring": how, "num_examples": n}
     if how == "classifier" and diagnostics.has_features(model) and n > 1:  # collapse check (diagnostics.py)
-      metrics.update(diagnostics.feature_spread(diagnostics.evaluation_features(model, params, data.batches, n)))
+      metrics.update(diagnostics.feature_spread(diagnostics.evaluation_features(model, params, data.batches, n,
+                                                                                mesh=mesh)))
     if output_dir:
       write_results(output_dir, [{"input": i, "target": t, "output": o, "prediction": p, "score": s} for i, t, o, p, s
                                  in zip(data.inputs, data.targets, outputs, predictions, scores)], metrics)
@@ -186,19 +204,22 @@ def evaluate(model: nn.Module, params: dict, *, task_name: str, split: str, feat
              max_decode_length: Optional[int] = None, max_examples: Optional[int] = None,
              output_dir: Optional[str] = None, prompt_index: Optional[int] = None,
              length_normalize: bool = False,
-             buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()) -> dict[str, Any]:
+             buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets(),
+             mesh: Optional[Mesh] = None) -> dict[str, Any]:
   """-> {metric: value, ..., 'scoring', 'num_examples'}. `prompt_index`: one prompt of a bank for every example;
   `length_normalize`: rank scores / label token count; `max_decode_length` defaults to feature_lengths['targets'];
-  `buckets`: length buckets for the batches (None: fixed padding; the predictions are the same)."""
-  return make_evaluate_fn(**{k: v for k, v in locals().items() if k not in ("model", "params")})(model, params)
+  `buckets`: length buckets for the batches (None: fixed padding; the predictions are the same); `mesh`: the
+  mesh `params` live on (module docstring; None: one device)."""
+  kwargs = {k: v for k, v in locals().items() if k not in ("model", "params", "mesh")}
+  return make_evaluate_fn(**kwargs)(model, params, mesh)
 
 
 def evaluate_ensemble_dataset(model: nn.Module, bank_params: dict, num_prompts: int, *, task_name: str, split: str,
                               feature_lengths: dict[str, int], batch_size: int, data_dir: Optional[str] = None,
                               scoring: str = "auto", max_examples: Optional[int] = None,
                               output_dir: Optional[str] = None, length_normalize: bool = False,
-                              buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()
-                              ) -> dict[str, Any]:
+                              buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets(),
+                              mesh: Optional[Mesh] = None) -> dict[str, Any]:
   """A K-prompt bank over a split -> `ensemble.evaluate_ensemble`'s report + scoring, num_examples, num_prompts.
 
   Each batch runs as one [K*batch_size] forward; 'rank' and 'classifier' only. predictions.jsonl lines hold
@@ -208,8 +229,9 @@ def evaluate_ensemble_dataset(model: nn.Module, bank_params: dict, num_prompts: 
     raise ValueError(f"ensembles combine one class score vector per example, but {task_name} resolves to "
                      f"scoring={how!r}")
   data = load_eval_data(task_name, split, feature_lengths, batch_size, data_dir, max_examples, buckets)
-  n, scores = len(data.examples), np.concatenate([np.asarray(ensemble.ensemble_scores(
-      model, bank_params, b, num_prompts, data.label_tokens, length_normalize)) for b in data.batches], axis=1)
+  n, scores = len(data.examples), np.concatenate([partitioning.run_sharded(lambda b: ensemble.ensemble_scores(
+      model, bank_params, b, num_prompts, data.label_tokens, length_normalize), batch, mesh)
+      for batch in data.batches], axis=1)  # each [K, b, C], the batch rows split over the mesh's data axis
   scores = scores[:, np.argsort(data.order)]  # [K, n_padded, C] -> [K, n, C] in the split's order
 
   def to_predictions(ids: np.ndarray) -> list[Any]:

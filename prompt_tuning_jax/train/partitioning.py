@@ -10,7 +10,7 @@ t5x-style, and `jax.jit` does the rest from the `NamedSharding`s of its inputs. 
 """
 import logging
 import math
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -128,24 +128,64 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec("data"))
 
 
-def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
-  """Host batch {name: [b, ...]} -> global arrays split over 'data' along b.
+def host_rows(mesh: Mesh, batch_size: int) -> slice:
+  """The rows [start, stop) of a global batch of `batch_size` that this process feeds: those its devices hold
+  under `batch_sharding` (t5x's data layout). A pure data-parallel mesh gives process i of N the rows
+  [i*b/N, (i+1)*b/N); a 'model' axis across processes makes them share rows (each then feeds them all)."""
+  if batch_size % mesh.shape["data"]:
+    raise ValueError(f"global batch size {batch_size} is not divisible by the mesh's data axis of size "
+                     f"{mesh.shape['data']}")
+  indices = batch_sharding(mesh).addressable_devices_indices_map((batch_size,)).values()
+  spans = sorted({index[0].indices(batch_size)[:2] for index in indices})
+  if any(stop != start for (_, stop), (start, _) in zip(spans, spans[1:])):
+    raise ValueError(f"this process's devices hold the batch rows {spans} of {batch_size}, not one contiguous "
+                     f"block; order the mesh's devices by process")
+  return slice(spans[0][0], spans[-1][1])
 
-  Single host: `batch` is the global batch and is `device_put`. Multi-host (`jax.process_count() > 1`):
-  `batch` is this process's slice, every process passes an equal slice, and the global array (batch
-  b * process_count) is assembled with `jax.make_array_from_process_local_data`.
+
+def shard_batch(batch: Mapping[str, Any], mesh: Mesh, batch_size: Optional[int] = None) -> dict[str, jax.Array]:
+  """This process's rows {name: [rows, ...]} of a global batch -> global arrays [batch_size, ...] split over 'data'.
+
+  Single process: `batch` is the global batch and is `device_put`. Multi-process: `batch` holds the rows
+  `host_rows(mesh, batch_size)` and the global arrays are assembled with `jax.make_array_from_process_local_data`.
+  `batch_size` defaults to the rows times the number of processes (a pure data-parallel mesh).
   """
   sharding = batch_sharding(mesh)
   num_processes = jax.process_count()
   data_size = mesh.shape["data"]
 
   def place(name, array):
-    global_batch = np.shape(array)[0] * num_processes
+    global_batch = batch_size or np.shape(array)[0] * num_processes
     if global_batch % data_size:
       raise ValueError(f"batch feature {name!r}: global batch size {global_batch} is not divisible by the "
                        f"mesh's data axis of size {data_size}")
     if num_processes == 1:
       return jax.device_put(array, sharding)
-    return jax.make_array_from_process_local_data(sharding, np.asarray(array))
+    return jax.make_array_from_process_local_data(sharding, np.asarray(array), (global_batch,) + np.shape(array)[1:])
 
   return {name: place(name, array) for name, array in batch.items()}
+
+
+def to_host(array: Any) -> np.ndarray:
+  """A (global) array -> its whole value as numpy on every process; an all-gather across processes when this
+  process holds only part of it (then every process must call it, as for any computation on the mesh)."""
+  if getattr(array, "is_fully_addressable", True):
+    return np.asarray(array)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def run_sharded(fn: Callable[[dict], Any], batch: Mapping[str, np.ndarray], mesh: Optional[Mesh]) -> Any:
+  """`fn(batch)` (a jitted batch -> arrays) as numpy, the batch rows split over the mesh's 'data' axis: each
+  process feeds only its rows (`host_rows`) and every process gets the whole result (`to_host`).
+
+  `batch` is the global batch {name: [b, ...]} (the same on every process); mesh=None runs on one device.
+  Multi-process: every process must call it with the same batch shapes, as for any computation on the mesh.
+  """
+  if mesh is None:
+    return jax.tree.map(np.asarray, fn(dict(batch)))
+  batch_size = len(next(iter(batch.values())))
+  rows = host_rows(mesh, batch_size)
+  with jax.set_mesh(mesh):
+    result = fn(shard_batch({name: value[rows] for name, value in batch.items()}, mesh, batch_size))
+  return jax.tree.map(to_host, result)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 import optax
 import tqdm
@@ -29,10 +30,11 @@ from prompt_tuning_jax.train import outputs, partitioning, train_step
 from prompt_tuning_jax.train.summaries import SummaryWriter
 
 log = logging.getLogger(__name__)
-TrainData = Callable[[int, int], Iterator[dict]]
-"""(batch_size, batches_to_skip) -> iterator of numpy batches, deterministic for a given skip."""
-Evaluate = Callable[[nn.Module, dict], dict]
-"""(model, params) -> {metric: float}."""
+TrainData = Callable[[int, int, slice], Iterator[dict]]
+"""(global batch_size, batches_to_skip, rows) -> iterator of numpy batches: `rows` of each global batch, the
+global batches deterministic for a given skip and the same whatever the number of processes."""
+Evaluate = Callable[..., dict]
+"""(model, params, mesh=...) -> {metric: float}; the params live on `mesh` (None: one device)."""
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -70,7 +72,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
       step: the loss function's metrics, loss, grad_norm, examples_per_second, compiles (distinct batch shapes so
       far), and peft.diagnostics.module_norms (`norm/<module>`, `prompt_row_norm`).
     train_steps / batch_size: total optimizer steps and the global batch size.
-    train_data: see `TrainData`; each host reads its own slice (batch_size / process_count rows).
+    train_data: see `TrainData`; each process feeds its rows of every global batch (partitioning.host_rows).
     evaluate: called every `eval_period` steps and at the end; its metrics go to TensorBoard and
       metrics.jsonl, and `best_metric` among them ranks checkpoints (best `keep_best` are kept).
     optimizer: over the trainable partition (train/optimizers.py); default Adafactor prompt tuning.
@@ -98,11 +100,15 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
   if restored is not None:
     ckpt, meta = restored
     start = int(meta["step"])
-    state = train_step.TrainState(jnp.asarray(start, jnp.int32), ckpt["trainable"], ckpt["opt_state"])
+    state = train_step.TrainState(np.asarray(start, np.int32), ckpt["trainable"], ckpt["opt_state"])
     log.info("resuming from step %d (%s)", start, manager.directory)
   step_fn = train_step.make_train_step(train_step.loss_fn_for(model), optimizer)
   rng = jax.random.key(seed + 1) if dropout else None
-  batches = train_data(batch_size // jax.process_count(), start)
+  rows = partitioning.host_rows(mesh, batch_size)
+  if jax.process_count() > 1:
+    log.info("process %d of %d feeds rows [%d, %d) of each global batch of %d", jax.process_index(),
+             jax.process_count(), rows.start, rows.stop, batch_size)
+  batches = train_data(batch_size, start, rows)
   writer = SummaryWriter(model_dir)
   metadata = {**(metadata or {}), "batch_size": batch_size, "seed": seed}
   last_metrics: dict[str, Any] = {}
@@ -116,7 +122,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
     if shape not in shapes:
       shapes.add(shape)
       log.info("train step: compile %d, for batch shapes %s", len(shapes), dict(shape))
-    batch = partitioning.shard_batch(host_batch, mesh)
+    batch = partitioning.shard_batch(host_batch, mesh, batch_size)
     with jax.set_mesh(mesh):
       state, metrics = step_fn(state, frozen, batch, rng)
     loss = float(metrics["loss"])
@@ -134,7 +140,8 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
     progress.update(1)
     eval_metrics = None
     if evaluate is not None and (step == train_steps or (eval_period and step % eval_period == 0)):
-      eval_metrics = _numbers(evaluate(model, trainable.merge(state.trainable, frozen)))
+      eval_metrics = _numbers(evaluate(model, trainable.merge(state.trainable, frozen),
+                                       mesh=mesh if mesh.size > 1 else None))
       writer.scalars("eval", step, eval_metrics)
       last_metrics.update({f"eval/{k}": v for k, v in eval_metrics.items()})
     if step == train_steps or step % checkpoint_period == 0:
@@ -162,12 +169,22 @@ def default_optimizer() -> optax.GradientTransformation:
 
 
 def _place(model: nn.Module, mesh, state: train_step.TrainState, frozen: dict):
-  """Puts the train state and the frozen partition onto the mesh by the logical axis rules."""
+  """Puts the train state and the frozen partition onto the mesh: parameters by the logical axis rules, the
+  step and the optimizer state replicated (so a resumed state, restored with these shardings, is on the mesh)."""
   if mesh.size == 1:
     return state, frozen
+  replicated = NamedSharding(mesh, PartitionSpec())
+  step, opt_state = jax.tree.map(lambda x: jax.device_put(np.asarray(x), replicated), (state.step, state.opt_state))
+  return train_step.TrainState(step, place_params(model, mesh, state.trainable), opt_state), place_params(
+      model, mesh, frozen)
+
+
+def place_params(model: nn.Module, mesh, params: dict) -> dict:
+  """A (partial) plain parameter tree of `model` -> global arrays on `mesh`, placed by the logical axis rules.
+
+  Every process passes the same values (a seeded init or a checkpoint read on every process); they go through
+  host memory, since a process cannot send its device's array to another process's devices."""
   args, kwargs = model_inputs.example_inputs(model)
   abstract = jax.eval_shape(model.init, jax.random.key(0), *args, **kwargs)["params"]
   shardings = flatten_params(partitioning.logical_to_mesh_sharding(abstract, mesh))
-  def put(tree):
-    return unflatten_params({k: jax.device_put(v, shardings[k]) for k, v in flatten_params(tree).items()})
-  return state.replace(trainable=put(state.trainable)), put(frozen)
+  return unflatten_params({k: jax.device_put(np.asarray(v), shardings[k]) for k, v in flatten_params(params).items()})

@@ -3,7 +3,7 @@
 Only padding is cut: every batch is a set of the fixed-padding stream's rows, each a prefix of its padded row
 whose removed tail is all padding; a window holds exactly the rows the fixed-padding batches of the same
 stretch hold (nothing dropped or repeated); the order is a pure function of (seed, position), so a resumed
-stream equals the tail of an uninterrupted one; hosts read disjoint shards and agree on each batch's shape.
+stream equals the tail of an uninterrupted one; processes keep disjoint rows of each global batch that cover it.
 """
 import collections
 
@@ -97,19 +97,18 @@ def test_order_is_a_pure_function_of_seed_and_position():
   assert any(not np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(full, reseeded))
 
 
-def test_hosts_read_disjoint_shards_and_agree_on_shapes(monkeypatch):
-  monkeypatch.setattr(data.jax, "process_count", lambda: 2)
-  ladder, agreed = buckets.LengthBuckets().ladder(128), []
-
-  def agree(widths):  # stands in for the max over hosts: the other host needs the next bucket up
-    agreed.append(np.vectorize(lambda w: ladder[min(ladder.index(w) + 1, len(ladder) - 1)])(widths))
-    return agreed[-1]
-  monkeypatch.setattr(data, "agree_across_hosts", agree)
-  shards = []
-  for host in range(2):
-    monkeypatch.setattr(data.jax, "process_index", lambda host=host: host)
-    batches = take(stream(), 2 * WINDOW)
-    assert [b["input_ids"].shape[1] for b in batches] == np.concatenate(agreed[-2:])[:, 0].tolist()
-    shards.append([int(i) for b in batches for i in b["idx"]])
-  assert len(set(shards[0])) == len(set(shards[1])) == 2 * WINDOW * BATCH  # each host: distinct examples
-  assert not set(shards[0]) & set(shards[1])  # and no example on both
+def test_processes_keep_disjoint_rows_that_cover_each_global_batch():
+  """Process i of N keeps rows [i*b/N, (i+1)*b/N) of global batch k: the 1-process batch, whatever N."""
+  whole = take(stream(), 2 * WINDOW)
+  for count in (2, 4):
+    parts = [take(data.task_train_data("bert_glue_rte", {"input_ids": 128}, seed=0, data_dir=DATA,
+                                       buckets=buckets.LengthBuckets(window=WINDOW))(
+                                           BATCH, 0, slice(i * BATCH // count, (i + 1) * BATCH // count)), 2 * WINDOW)
+             for i in range(count)]
+    for k, batch in enumerate(whole):
+      shards = [part[k] for part in parts]
+      assert {s["input_ids"].shape for s in shards} == {(BATCH // count, batch["input_ids"].shape[1])}  # one shape
+      ids = [set(s["idx"].tolist()) for s in shards]
+      assert sum(map(len, ids)) == BATCH and set().union(*ids) == set(batch["idx"].tolist())  # disjoint, cover
+      for name in batch:
+        np.testing.assert_array_equal(np.concatenate([s[name] for s in shards]), batch[name])

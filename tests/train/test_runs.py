@@ -1,8 +1,9 @@
 """`python -m prompt_tuning_jax.train` end to end on real data (RTE from DATA_DIR) with a tiny BERT.
 
-Reliability: SIGKILL mid-run + the same command again gives bit-identical trainable parameters; a corrupted
-latest checkpoint is skipped with a warning; a NaN loss stops with the step named and the last good checkpoint
-kept; wrong gin bindings / task names fail in one line with close matches.
+Reliability: SIGKILL mid-run + the same command again gives bit-identical trainable parameters; a second trainer
+on a live MODEL_DIR is refused (a killed one's does not block); a corrupted latest checkpoint is skipped with a
+warning; a NaN loss stops with the step named and the last good checkpoint kept; wrong gin bindings / task
+names fail in one line with close matches.
 """
 import glob
 import json
@@ -242,3 +243,28 @@ def test_ner_trains_and_reports_entity_f1_with_a_progress_bar(tmp_path, capsys):
   assert {k: report[k] for k in ("precision", "recall", "f1")} == pytest.approx(recomputed)
   rows = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
   assert [(row["step"], row["f1"]) for row in rows if row["split"] == "eval"] == [(3, pytest.approx(report["f1"]))]
+
+
+def test_a_second_trainer_on_a_live_model_dir_is_refused_and_a_killed_holder_does_not_block(tmp_path, capsys,
+                                                                                             caplog):
+  model_dir = str(tmp_path / "held")
+  command = [sys.executable, "-m", "prompt_tuning_jax.train"] + argv(model_dir, 100000,
+                                                                     "runs.train.checkpoint_period = 1")
+  holder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  checkpoints = os.path.join(model_dir, "checkpoints")
+  deadline = time.time() + 300
+  while time.time() < deadline and holder.poll() is None and not (
+      os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints))):
+    time.sleep(0.05)
+  assert holder.poll() is None, "the holder stopped early"
+  assert cli.main(argv(model_dir, 1), runs.train, "test") == 1
+  err = capsys.readouterr().err.strip()
+  assert err == (f"error: ValueError: MODEL_DIR {model_dir} is in use by another training job (pid {holder.pid}, "
+                 f"lock {model_dir}/.lock); wait for it, stop it, or choose another MODEL_DIR")
+  holder.send_signal(signal.SIGKILL)
+  holder.wait()
+  _, killed_at = final_trainable(model_dir)
+  assert open(os.path.join(model_dir, ".lock")).read().strip() == str(holder.pid)  # stale: its pid is gone
+  with caplog.at_level(logging.INFO):
+    assert cli.main(argv(model_dir, killed_at + 1), runs.train, "test") == 0
+  assert any(f"resuming from step {killed_at}" in r.getMessage() for r in caplog.records)
