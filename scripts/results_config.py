@@ -66,7 +66,8 @@ class Method:
   sweep_from: Optional[str] = None
 
 
-PROMPT_SWEEP = dict(sweep=(3e-3, 1e-2, 3e-2), sweep_macro="PROMPT_LEARNING_RATE")
+# 1e-1: 3e-2 was the top edge for the random init; P-tuning v2's prompt rates reach 1e-1 (METHODS.md §C(5)).
+PROMPT_SWEEP = dict(sweep=(3e-3, 1e-2, 3e-2, 1e-1), sweep_macro="PROMPT_LEARNING_RATE")
 METHODS = {
     # 2e-4: 1e-4 was the best of the first three (the top edge), so the sweep goes one step further.
     "full_finetuning": Method("full fine-tuning", "results/full_finetuning.gin", sweep=(2e-5, 5e-5, 1e-4, 2e-4)),
@@ -86,7 +87,7 @@ METHODS = {
     "sequential_adapter": Method("sequential adapter (r=200)", "results/sequential_adapter.gin"),
     "parallel_adapter": Method("parallel adapter (r=200)", "results/parallel_adapter.gin"),
     "scaled_parallel_adapter": Method("scaled parallel adapter (r=512, s=4)", "results/scaled_parallel_adapter.gin"),
-    "lora": Method("LoRA (r=8, q/v)", "results/lora.gin"),
+    "lora": Method("LoRA (r=8, q/v)", "results/lora.gin", sweep=(1e-4, 3e-4, 1e-3, 3e-3)),  # 1e-3 was the top edge
     "prefix_tuning": Method("prefix tuning (l=30, MLP)", "results/prefix_tuning.gin"),
     "mam": Method("MAM (l=16, r=16, s=2)", "results/mam.gin"),
 }
