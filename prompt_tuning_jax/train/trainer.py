@@ -175,16 +175,22 @@ def _place(model: nn.Module, mesh, state: train_step.TrainState, frozen: dict):
     return state, frozen
   replicated = NamedSharding(mesh, PartitionSpec())
   step, opt_state = jax.tree.map(lambda x: jax.device_put(np.asarray(x), replicated), (state.step, state.opt_state))
-  return train_step.TrainState(step, place_params(model, mesh, state.trainable), opt_state), place_params(
-      model, mesh, frozen)
+  place = params_placer(model, mesh)  # one abstract init for both partitions
+  return train_step.TrainState(step, place(state.trainable), opt_state), place(frozen)
 
 
 def place_params(model: nn.Module, mesh, params: dict) -> dict:
-  """A (partial) plain parameter tree of `model` -> global arrays on `mesh`, placed by the logical axis rules.
+  """A (partial) plain parameter tree of `model` -> global arrays on `mesh` (`params_placer`)."""
+  return params_placer(model, mesh)(params)
+
+
+def params_placer(model: nn.Module, mesh) -> Callable[[dict], dict]:
+  """-> a function placing (partial) plain parameter trees of `model` on `mesh` by the logical axis rules.
 
   Every process passes the same values (a seeded init or a checkpoint read on every process); they go through
   host memory, since a process cannot send its device's array to another process's devices."""
   args, kwargs = model_inputs.example_inputs(model)
   abstract = jax.eval_shape(model.init, jax.random.key(0), *args, **kwargs)["params"]
   shardings = flatten_params(partitioning.logical_to_mesh_sharding(abstract, mesh))
-  return unflatten_params({k: jax.device_put(np.asarray(v), shardings[k]) for k, v in flatten_params(params).items()})
+  return lambda params: unflatten_params(
+      {k: jax.device_put(np.asarray(v), shardings[k]) for k, v in flatten_params(params).items()})
