@@ -39,7 +39,8 @@ class Task:
 
 TASKS = {task.name: task for task in [
     # cpu_steps at batch 32: SST-2 0.24 epochs (16,000 of 67,349 rows), RTE 3.2, MRPC 2.2, CB 12.8, BoolQ* 2.4;
-    # sized so every method x task (3 seeds on SST-2 and CB) fits about 8 hours of this machine's 2 cores.
+    # sized so every method x task (3 seeds on SST-2 and CB) fits an estimated 8 hours of this machine's 2 cores
+    # (extrapolated from the sweeps' step times; docs/RESULTS.md §5).
     Task("bert_glue_sst2", "SST-2", ("accuracy",), 128, 6000, 500, 1 / 64, single_sentence=True),
     Task("bert_glue_rte", "RTE", ("accuracy",), 128, 2000, 250, 0.1),
     Task("bert_glue_mrpc", "MRPC", ("f1", "accuracy"), 128, 2000, 250, 0.1),
