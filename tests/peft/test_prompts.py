@@ -391,3 +391,9 @@ def test_bert_population_is_frequent_whole_words(minilm_dir):
   assert vocab[1996:2000] == ["the", "of", "and", "in"]
   assert count(vocab[1996:1996 + 5000]) == (421, 0)
   assert count(vocab[1000:6000]) == (322, 996)
+
+
+def test_is_prompt_bank_matches_a_prompt_modules_own_parameter_only():
+  assert prompts.is_prompt_bank("encoder/prompt/prompt") and prompts.is_prompt_bank("prompt/prompt")
+  for path in ("encoder/prompt", "encoder/xprompt/prompt", "encoder/gpc/prompt", "encoder/prompt/prompt/scale"):
+    assert not prompts.is_prompt_bank(path), path

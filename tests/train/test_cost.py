@@ -6,15 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_tuning_jax.models import bert, inputs, t5, t5_config
-from prompt_tuning_jax.models.bert_config import BertConfig
+from prompt_tuning_jax.bench import grid
+from prompt_tuning_jax.models import bert, inputs, t5
 from prompt_tuning_jax.peft import trainable
 from prompt_tuning_jax.train import cost, optimizers
 
-T5_TINY = t5_config.preset("t5_1_1_small", vocab_size=128, embed_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
-                           num_encoder_layers=1, num_decoder_layers=1)
-BERT_TINY = BertConfig(vocab_size=128, embed_dim=16, num_heads=2, head_dim=8, mlp_dim=32, num_layers=1,
-                       max_position_embeddings=32, num_labels=3)
+T5_TINY, BERT_TINY = grid.TINY["t5_tiny"], grid.TINY["bert_tiny"]  # only lowered: their size costs nothing
 
 
 def test_flops_of_a_matmul_are_two_per_multiply_add():
@@ -42,7 +39,7 @@ def test_the_lowered_step_trains_the_mask_and_runs_prepare_frozen():
   bf16 = lambda frozen: jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16), frozen)
   lowered = cost.lower_train_step(model, optimizer, bitfit, batch, prepare_frozen=bf16)
   (state, frozen, _, _), _ = lowered.args_info  # ArgInfo leaves: (args, kwargs) of step(state, frozen, batch, rng)
-  assert [leaf.shape for leaf in jax.tree_util.tree_leaves(state.trainable)] == [(16,)]
+  assert [leaf.shape for leaf in jax.tree_util.tree_leaves(state.trainable)] == [(T5_TINY.embed_dim,)]
   assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(frozen)} == {np.dtype(jnp.bfloat16)}
   # The frozen weights' gradients are never formed, so the step costs less than full fine-tuning's.
   assert 0 < cost.flops(lowered) < cost.flops(cost.lower_train_step(model, optimizer, full, batch))
