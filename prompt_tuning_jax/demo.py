@@ -14,14 +14,9 @@ import time
 from typing import Sequence
 
 from prompt_tuning_jax import cli, gin_utils
+from prompt_tuning_jax.minilm import minilm_dir  # also scripts/results_runs.py's `demo.minilm_dir`
 
 DEMO_FILES = ("models/minilm.gin", "methods/lora.gin", "runs/demo.gin")
-
-
-def minilm_dir() -> str:
-  """tasks/vocabularies.minilm_dir: the installed MiniLM weights."""
-  from tasks import vocabularies  # pylint: disable=g-import-not-at-top
-  return vocabularies.minilm_dir()
 
 
 def plot_learning_curve(metrics_jsonl: str, png: str, accuracy_before: float) -> None:
@@ -49,15 +44,13 @@ def main(argv: Sequence[str]) -> int:
               f"INITIAL_CHECKPOINT_PATH = '{minilm_dir()}'"] + bindings
   os.makedirs(model_dir, exist_ok=True)
   start = time.perf_counter()
-  import gin  # pylint: disable=g-import-not-at-top
   import tasks  # pylint: disable=g-import-not-at-top,unused-import
   from prompt_tuning_jax import runs  # pylint: disable=g-import-not-at-top
   from prompt_tuning_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
   from prompt_tuning_jax.train import outputs, trainer  # pylint: disable=g-import-not-at-top
   gin_utils.parse_gin(DEMO_FILES, bindings)
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-  def query(name):
-    return gin.query_parameter(f"%{name}")
+  model = gin_utils.configured_macro("MODEL")
+  query = gin_utils.configured_macro
   if os.path.isdir(os.path.join(model_dir, "checkpoints")):
     print(f"note: {model_dir} already has checkpoints; training resumes (rm -rf it for a fresh demo)")
   before_params = runs.prepare_prompt(0)(trainer.initial_params(model, 0, minilm_dir()))
@@ -66,7 +59,7 @@ def main(argv: Sequence[str]) -> int:
                               output_dir=os.path.join(model_dir, "eval_before"))
   del before_params
   print(f"dev accuracy before training: {before['accuracy']:.2f}% ({before['num_examples']} examples)")
-  final = gin.get_configurable(runs.train)()
+  final = gin_utils.configured(runs.train)()
   wall = time.perf_counter() - start
   png = os.path.join(model_dir, "learning_curve.png")
   plot_learning_curve(os.path.join(model_dir, "metrics.jsonl"), png, before["accuracy"])

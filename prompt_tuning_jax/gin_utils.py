@@ -1,7 +1,11 @@
 """gin plumbing for the entry points: t5x-style `--gin_file` / `--gin.NAME=value` flags.
 
 Gin files are looked up relative to the working directory and to the installed `gin/` folder
-(`prompt_tuning_jax.gin`), so `--gin_file=models/t5_1_1_base.gin` works from anywhere.
+(`prompt_tuning_jax.gin`), so `--gin_file=models/t5_1_1_base.gin` works from anywhere. After `parse_gin`:
+
+  model = configured_macro("MODEL")                       # the model a models/*.gin file builds
+  optimizer = configured_macro("OPTIMIZER", default=None)   # a method file's, or None
+  mask = configured(trainable.trainable_mask)(params)      # a function with the parsed bindings applied
 """
 import difflib
 import glob
@@ -10,7 +14,7 @@ import inspect
 import os
 import pathlib
 import re
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import gin
 import gin.config
@@ -134,6 +138,33 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), finali
     if not hint:
       raise
     raise ValueError(f"{error}\n  {hint}") from None
+
+
+_REQUIRED = object()
+
+
+def configured_macro(name: str, default: Any = _REQUIRED) -> Any:
+  """The value of the parsed gin macro `name` (without '%'): a configurable reference (`@f()`, `@f`) is called
+  in its scope (a fresh model or optimizer per call), any other value is returned as it is.
+
+  An unbound macro gives `default`, or without one a ValueError naming the macro.
+  """
+  try:
+    value = gin.query_parameter(f"%{name}")
+  except ValueError:
+    if default is not _REQUIRED:
+      return default
+    raise ValueError(f"no parsed gin file or binding defines the macro {name} (a models/*.gin file defines MODEL, "
+                     f"a method file OPTIMIZER)") from None
+  return value.scoped_configurable_fn() if isinstance(value, gin.config.ConfigurableReference) else value
+
+
+def configured(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """`fn` with the parsed gin bindings applied, or `fn` itself when no gin file configures it."""
+  try:
+    return gin.get_configurable(fn)
+  except ValueError:  # never registered: no parsed file mentions it
+    return fn
 
 
 def _configurables() -> dict[str, gin.config.Configurable]:

@@ -10,27 +10,11 @@ parameter is allocated and even XXL sizes report instantly. The mask is the gin-
 """
 import json
 import sys
-from typing import Any, Callable, Sequence
-
-import gin
-import jax
+from typing import Any, Sequence
 
 from prompt_tuning_jax import gin_utils
-from prompt_tuning_jax.models import inputs
+from prompt_tuning_jax.models import inputs, slots
 from prompt_tuning_jax.peft import trainable
-
-
-def configured(fn: Callable[..., Any]) -> Callable[..., Any]:
-  """`fn` with the parsed gin bindings applied, or `fn` itself when no gin file configures it."""
-  try:
-    return gin.get_configurable(fn)
-  except ValueError:  # never registered: no parsed file mentions it
-    return fn
-
-
-def _factory_name(factory: Any) -> str:
-  factory = getattr(factory, "func", factory)  # functools.partial
-  return f"{getattr(factory, '__module__', '?').rsplit('.', 1)[-1]}.{getattr(factory, '__qualname__', factory)}"
 
 
 def parameter_report(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
@@ -44,17 +28,13 @@ def parameter_report(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
     count), 'model' (class name), 'methods' (bound slot -> factory), 'gin_files'}.
   """
   gin_utils.parse_gin(gin_files, gin_bindings, check_macros=check_macros)
-  try:
-    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-  except ValueError as e:
-    raise ValueError(f"gin files {list(gin_files)} define no MODEL macro; start with a models/*.gin file") from e
-  args, kwargs = inputs.example_inputs(model)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), *args, **kwargs)["params"]
-  mask = configured(trainable.trainable_mask)(shapes)
+  model = gin_utils.configured_macro("MODEL", default=None)
+  if model is None:
+    raise ValueError(f"gin files {list(gin_files)} define no MODEL macro; start with a models/*.gin file")
+  shapes = inputs.abstract_params(model)
+  mask = gin_utils.configured(trainable.trainable_mask)(shapes)
   total, trained = trainable.count(shapes), trainable.count(shapes, mask)
-  slots = getattr(model, "slots", None)
-  methods = {} if slots is None else {
-      name: _factory_name(value) for name, value in vars(slots).items() if callable(value)}
+  methods = slots.factory_names(getattr(model, "slots", None))
   return {"total": total, "trainable": trained, "trainable_percent": 100.0 * trained / total,
           "trainable_by_module": trainable.trainable_by_module(shapes, mask), "model": type(model).__name__,
           "methods": methods, "gin_files": list(gin_files)}

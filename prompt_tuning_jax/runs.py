@@ -24,7 +24,8 @@ import seqio
 
 from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
-from prompt_tuning_jax.params import configured
+from prompt_tuning_jax.gin_utils import configured, configured_macro
+from prompt_tuning_jax.models import slots as slots_lib
 from prompt_tuning_jax.peft import prompts, trainable
 from prompt_tuning_jax.train import data as train_data
 from prompt_tuning_jax.train import lock, outputs, partitioning, trainer
@@ -45,11 +46,8 @@ def check_task_name(name: str) -> None:
 
 def model_metadata(model: nn.Module) -> dict[str, Any]:
   """What a checkpoint records about the model: class, config and the bound method slots."""
-  slots = getattr(model, "slots", None)
-  methods = {} if slots is None else {
-      name: getattr(getattr(value, "func", value), "__qualname__", str(value))
-      for name, value in vars(slots).items() if callable(value)}
-  return {"model": type(model).__name__, "config": dataclasses.asdict(model.config), "methods": methods}
+  return {"model": type(model).__name__, "config": dataclasses.asdict(model.config),
+          "methods": slots_lib.factory_names(getattr(model, "slots", None))}
 
 
 def input_vocabulary(task_name: str) -> seqio.Vocabulary:
@@ -73,13 +71,7 @@ def vocabulary_metadata(task_name: str) -> dict[str, Any]:
   return {"class": type(vocabulary).__name__, "path": path, "vocab_size": vocabulary.vocab_size}
 
 
-def _macro(name: str) -> Any:
-  """The value a gin macro refers to, called when it is a configurable reference; None when unbound."""
-  try:
-    value = gin.query_parameter(f"%{name}")
-  except ValueError:
-    return None
-  return value.scoped_configurable_fn() if isinstance(value, gin.config.ConfigurableReference) else value
+_macro = functools.partial(configured_macro, default=None)  # a macro's value or None (gin_optimizer's)
 
 
 def gin_optimizer():

@@ -179,9 +179,9 @@ def main(argv: list[str]) -> int:
   args = parse_args(argv)
   command = shlex.join(["python", "scripts/linear_probe.py", *argv])
   import tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers every task)
-  from prompt_tuning_jax import demo  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax import minilm  # pylint: disable=g-import-not-at-top
   from prompt_tuning_jax.checkpoints import hf_bert  # pylint: disable=g-import-not-at-top
-  model, params = hf_bert.load_hf_bert(demo.minilm_dir())
+  model, params = hf_bert.load_hf_bert(minilm.minilm_dir())
   results = [probe_task(task, args, model, params) for task in args.tasks.split(",")]
   os.makedirs(args.out_dir, exist_ok=True)
   with open(os.path.join(args.out_dir, "command.txt"), "a") as f:

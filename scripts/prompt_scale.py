@@ -33,7 +33,7 @@ import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from prompt_tuning_jax import demo  # pylint: disable=wrong-import-position
+from prompt_tuning_jax import minilm  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.checkpoints import hf_bert  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.models import bert, rows  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.models.slots import Slots  # pylint: disable=wrong-import-position
@@ -160,7 +160,7 @@ def print_tables(result: dict) -> None:
 
 def main(argv: list[str]) -> int:
   args = parse_args(argv)
-  model, frozen = hf_bert.load_hf_bert(demo.minilm_dir())
+  model, frozen = hf_bert.load_hf_bert(minilm.minilm_dir())
   data = sst2_dev(args.length, args.examples)
   result = {"command": " ".join(["python", "scripts/prompt_scale.py"] + argv), "examples": len(data["input_ids"]),
             "length": args.length, "prompt_length": args.prompt_length, "seed": args.seed,

@@ -2,7 +2,7 @@
 
   python scripts/trajectories.py --out trajectories.json [--steps 10 --batch 8 --length 64]
 
-Trains the real MiniLM-L6 (prompt_tuning_jax.demo.minilm_dir()) on the first `--steps` SST-2 training batches
+Trains the real MiniLM-L6 (prompt_tuning_jax.minilm.minilm_dir()) on the first `--steps` SST-2 training batches
 (data dir as the tasks package resolves it: $PROMPT_TUNING_DATA_DIR, else ../shared/data) with LoRA, BitFit,
 full fine-tuning and prefix tuning, once with our train step and once with transformers (+ peft), and prints
 and writes per method: steps, max relative loss difference, max relative parameter difference (and the same
@@ -55,7 +55,6 @@ from prompt_tuning_jax.checkpoints import hf_bert, hf_t5, peft_export  # pylint:
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.models import inputs  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.models.t5 import T5  # pylint: disable=wrong-import-position
-from prompt_tuning_jax.params import configured  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.peft import trainable  # pylint: disable=wrong-import-position
 from prompt_tuning_jax.train import optimizers, train_step  # pylint: disable=wrong-import-position
 
@@ -213,16 +212,16 @@ def build_ours(model_files: Sequence[str], model_bindings: Sequence[str], method
   gin_utils.parse_gin([*model_files, method.gin_file],
                       [*model_bindings, *optimizer_bindings(method.optimizer, adamw, method.learning_rate_argument,
                                                             groups), *method.bindings])
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   if base is None:
     base = backbone_params(type(model), model.config, tuple(sorted((compiler_options or {}).items())))
   params = _initial_params(model, base, compiler_options)
-  mask = configured(trainable.trainable_mask)(params)
+  mask = gin_utils.configured(trainable.trainable_mask)(params)
   reference = gin.query_parameter("%OPTIMIZER")
   if reference.selector.split(".")[-1] != method.optimizer:
     raise ValueError(f"{method.gin_file}: OPTIMIZER calls {reference.selector}, but the method names "
                      f"{method.optimizer!r} (whose torch settings the reference uses)")
-  optimizer = optimizers.build_optimizer(reference.scoped_configurable_fn(), method.max_grad_norm)
+  optimizer = optimizers.build_optimizer(gin_utils.configured_macro("OPTIMIZER"), method.max_grad_norm)
   return Ours(model, params, mask, optimizer), adamw
 
 
@@ -580,8 +579,8 @@ def main(argv: Sequence[str]) -> int:
   unknown = sorted(set(args.methods.split(",")) - set(MINILM_METHODS))
   if unknown:
     parser.error(f"--methods has unknown {unknown}; known: {sorted(MINILM_METHODS)}")
-  from prompt_tuning_jax import demo  # pylint: disable=g-import-not-at-top
-  _, base = hf_bert.load_hf_bert(demo.minilm_dir(), head="sequence_classification", num_labels=2)
+  from prompt_tuning_jax import minilm  # pylint: disable=g-import-not-at-top
+  _, base = hf_bert.load_hf_bert(minilm.minilm_dir(), head="sequence_classification", num_labels=2)
   batches = sst2_batches(args.steps, args.batch, args.length)
   rows = []
   for name in args.methods.split(","):

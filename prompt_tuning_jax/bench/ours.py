@@ -20,7 +20,7 @@ from prompt_tuning_jax.bench import grid
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.models import bert, inputs, t5
 from prompt_tuning_jax.peft import trainable
-from prompt_tuning_jax.train import optimizers, train_step
+from prompt_tuning_jax.train import cost, optimizers, train_step
 
 LEARNING_RATE = 1e-4
 OPTIMIZER = optimizers.adamw(LEARNING_RATE)
@@ -61,12 +61,6 @@ def cast_frozen(tree: dict, dtype: Optional[str]) -> dict:
                            for path, x in flat.items()})
 
 
-def param_shapes(model: nn.Module) -> dict:
-  """The model's parameter tree as jax.ShapeDtypeStruct leaves (nothing is allocated)."""
-  args, kwargs = inputs.example_inputs(model)
-  return jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.key(0), *args, **kwargs)["params"]))
-
-
 def random_params(model: nn.Module, seed: int = 0) -> dict:
   """Random weights at the model's shapes, drawn on the host: norm scales 1, biases 0, else N(0, 0.02).
 
@@ -82,7 +76,7 @@ def random_params(model: nn.Module, seed: int = 0) -> dict:
     return (0.02 * rng.standard_normal(leaf.shape, np.float32)).astype(leaf.dtype)
 
   return unflatten_params({path: jax.device_put(draw(path, leaf))
-                           for path, leaf in flatten_params(param_shapes(model)).items()})
+                           for path, leaf in flatten_params(inputs.abstract_params(model)).items()})
 
 
 def initial_state(row: grid.Row, options: grid.Options, params: dict) -> tuple[train_step.TrainState, dict]:
@@ -102,10 +96,6 @@ def setup(model: nn.Module, row: grid.Row, options: grid.Options
   return make_step(model), state, frozen, jax.device_put(make_batch(model, row))
 
 
-def cost(analysis: Any) -> dict:
-  return (analysis[0] if isinstance(analysis, (list, tuple)) else analysis) or {}
-
-
 def memory_bytes(compiled: Any) -> Optional[int]:
   """XLA's planned footprint of one step: arguments + outputs - donated aliases + temporaries."""
   stats = compiled.memory_analysis()
@@ -122,9 +112,9 @@ def step_flops(row: grid.Row, options: grid.Options) -> float:
   unscanned lowering (no remat either) gives the model FLOPs that MFU uses. Nothing is allocated.
   """
   model = build_model(row, options, scan_layers=False)
-  state, frozen = jax.eval_shape(functools.partial(initial_state, row, options), param_shapes(model))
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in make_batch(model, row).items()}
-  return float(cost(make_step(model).lower(state, frozen, batch, None).cost_analysis()).get("flops", 0.0))
+  return cost.flops(cost.lower_train_step(model, OPTIMIZER, functools.partial(mask_for, row), batch,
+                                          functools.partial(cast_frozen, dtype=options.frozen_dtype)))
 
 
 def device_peak_bytes() -> Optional[int]:
@@ -146,7 +136,7 @@ def prepare(row: grid.Row, options: grid.Options) -> tuple[Callable[[], None], C
   start = time.perf_counter()
   compiled = step.lower(state, frozen, batch, None).compile()
   compile_s = time.perf_counter() - start
-  flops = float(cost(compiled.cost_analysis()).get("flops", 0.0))
+  flops = cost.flops(compiled)
   flops_source = "compiled step"
   if getattr(model.config, "scan_layers", False):
     flops, flops_source = step_flops(row, options), "unscanned lowering"

@@ -32,7 +32,7 @@ from prompt_tuning_jax.checkpoints.tree import flatten_params
 from prompt_tuning_jax.models import bert
 from prompt_tuning_jax.models.t5 import T5, unscan_params
 from prompt_tuning_jax.peft.lora import LoRA
-from prompt_tuning_jax.peft.prompts import Prompt
+from prompt_tuning_jax.peft.prompts import Prompt, is_prompt_bank
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # PEFT's prefix on every LoRA and modules_to_save tensor name
@@ -45,7 +45,7 @@ _BERT_TASKS = {bert.BertForSequenceClassification: ("sequence_classification", "
 
 def find_prompt(params: dict, prompt_id: int = 0) -> tuple[str, np.ndarray]:
   """(path, prompt `prompt_id` float32 [P, d]) of the one bank '.../prompt/prompt' [K, P, d] (T5 or BERT tree)."""
-  banks = {p: v for p, v in flatten_params(params).items() if p.split("/")[-2:] == ["prompt", "prompt"]}
+  banks = {p: v for p, v in flatten_params(params).items() if is_prompt_bank(p)}
   if len(banks) != 1:
     raise ValueError(f"expected one prompt bank '.../prompt/prompt' in params, found {len(banks)}: {sorted(banks)}")
   (path, bank), = banks.items()
@@ -169,7 +169,7 @@ def export_hf_peft(params: dict, model: nn.Module, path: str, *, base_model_name
       continue
     if _LORA.match(name):
       lora_paths.append(name)
-    elif name.split("/")[-2:] == ["prompt", "prompt"]:
+    elif is_prompt_bank(name):
       prompt_paths.append(name)
     else:
       raise ValueError(f"export_hf_peft: parameter {name} {tuple(np.shape(leaf))} is neither the base model's "

@@ -16,7 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.evaluation import rank_classification
+from prompt_tuning_jax.models import inputs
 from prompt_tuning_jax.peft import prompts
 
 Array = jax.Array
@@ -29,25 +31,13 @@ def stack_prompt_params(param_trees: Sequence[Mapping]) -> dict:
   NOTE: every other leaf (the frozen backbone, a classifier head) is taken from the first tree; the K runs
   must share them, as prompt tuning's do.
   """
-  found = []
-
-  def visit(trees: Sequence[Mapping], path: tuple) -> dict:
-    out = {}
-    for key, value in trees[0].items():
-      children = [tree[key] for tree in trees]
-      if key == "prompt" and isinstance(value, Mapping) and "prompt" in value:
-        found.append(path + (key,))
-        out[key] = prompts.stack_prompts(children)
-      else:
-        out[key] = visit(children, path + (key,)) if isinstance(value, Mapping) else value
-    return out
-
   if not param_trees:
     raise ValueError("stack_prompt_params needs at least one param tree, got none")
-  bank = visit(param_trees, ())
-  if len(found) != 1:
-    raise ValueError(f"stack_prompt_params expects exactly one 'prompt/prompt' bank per tree, found {found}")
-  return bank
+  flats = [flatten_params(tree) for tree in param_trees]
+  banks = [path for path in flats[0] if prompts.is_prompt_bank(path)]
+  if len(banks) != 1:
+    raise ValueError(f"stack_prompt_params expects exactly one 'prompt/prompt' bank per tree, found {banks}")
+  return unflatten_params({**flats[0], banks[0]: prompts.stack_prompts([flat[banks[0]] for flat in flats])})
 
 
 def tile_for_prompts(batch: Mapping[str, Array], num_prompts: int) -> tuple[dict[str, Array], Array]:
@@ -66,11 +56,10 @@ def ensemble_scores(model: nn.Module, bank_params: dict, batch: Mapping[str, Arr
     model: T5 (rank classification against `label_tokens` [C, t]) or a BERT sequence classifier (its
       log-softmax), configured with a bank of `num_prompts` = K prompts.
     bank_params: its parameters with the bank (`stack_prompt_params`).
-    batch: model inputs (models/inputs.py): encoder_input_tokens [b, l], or input_ids / attention_mask /
-      token_type_ids [b, l]; other keys are ignored.
+    batch: model inputs (models/inputs.py `model_inputs`): encoder_input_tokens [b, l], or input_ids /
+      attention_mask / token_type_ids [b, l]; other keys are ignored.
   """
-  keys = ("encoder_input_tokens", "input_ids", "attention_mask", "token_type_ids")
-  tiled, prompt_index = tile_for_prompts({k: v for k, v in batch.items() if k in keys}, num_prompts)
+  tiled, prompt_index = tile_for_prompts(inputs.model_inputs(batch), num_prompts)
   scores = rank_classification.score_batch(model, bank_params, tiled, label_tokens, prompt_index, length_normalize)
   return scores.reshape(num_prompts, -1, scores.shape[-1])  # [K*b, C] -> [K, b, C]
 

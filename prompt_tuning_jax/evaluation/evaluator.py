@@ -32,13 +32,13 @@ import tensorflow as tf
 
 from prompt_tuning_jax.evaluation import diagnostics, ensemble, rank_classification
 from prompt_tuning_jax.models import bert, decoding, t5
+from prompt_tuning_jax.models import inputs as inputs_lib
 from prompt_tuning_jax.train import outputs, partitioning
 from tasks import buckets as buckets_lib
 from tasks import formats, registry
 
 log = logging.getLogger(__name__)
 GENERATIVE_KINDS = ("stsb", "record")  # T5 tasks decoded as text even when they have label strings
-INPUT_KEYS = ("encoder_input_tokens", "input_ids", "attention_mask", "token_type_ids")
 FAMILY_MODELS = {registry.T5: t5.T5, registry.T5_TASKLESS: t5.T5, registry.BERT: bert.BertForSequenceClassification,
                  registry.BERT_TOKENS: bert.BertForTokenClassification}
 
@@ -86,7 +86,7 @@ def load_eval_data(task_name: str, split: str, feature_lengths: dict[str, int], 
   pairs = list((ds if max_examples is None else ds.take(max_examples)).as_numpy_iterator())
   if not pairs:
     raise ValueError(f"{task_name} split {split!r} gave no examples (max_examples={max_examples})")
-  rows, examples = [{k: v for k, v in f.items() if k in INPUT_KEYS} for f, _ in pairs], [ex for _, ex in pairs]
+  rows, examples = [inputs_lib.model_inputs(f) for f, _ in pairs], [ex for _, ex in pairs]
   batches, order = buckets_lib.sorted_batches(rows, batch_size, buckets)
   batches = [{k: v.astype(np.int32) for k, v in batch.items()} for batch in batches]
   inputs = [ex["inputs_pretokenized"].decode() if is_t5 else task.output_features["input_ids"].vocabulary.decode(
@@ -148,7 +148,7 @@ def make_evaluate_fn(*, task_name: str, split: str, feature_lengths: dict[str, i
   def predict(model: nn.Module, params: dict, batch: dict, how: str, mesh: Optional[Mesh]
               ) -> tuple[list[Any], Optional[np.ndarray]]:
     """One batch -> (raw outputs: label strings, class ids or decoded texts; scores [b, C] / [b] / None)."""
-    inputs = {k: v for k, v in batch.items() if k in INPUT_KEYS}
+    inputs = inputs_lib.model_inputs(batch)
     if prompt_index is not None:  # [b]: one prompt of a bank for every row
       inputs["prompt_index"] = np.full((len(next(iter(inputs.values()))),), prompt_index, np.int32)
     if how != "generate":

@@ -8,10 +8,13 @@
       decoder_target_tokens [b, t], decoder_loss_weights [b, t] (1 on real target tokens)
   BERT: input_ids [b, l], attention_mask [b, l], token_type_ids [b, l], and labels: [b] for sequence
       classification, [b, l] for token classification (-100 = ignored, as in HF)
+`model_inputs` keeps the features a model reads to score or decode (MODEL_INPUT_KEYS: no labels or targets);
+`abstract_params` is the parameter tree as shapes (`jax.eval_shape` of `model.init`, nothing allocated).
 """
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,6 +26,8 @@ DECODER_LENGTH = 2
 T5_EOS_ID = 1
 BERT_CLS_ID, BERT_SEP_ID = 101, 102  # uncased WordPiece; a tiny BERT's vocab_size must exceed 102
 IGNORE_LABEL = -100
+MODEL_INPUT_KEYS = ("encoder_input_tokens", "input_ids", "attention_mask", "token_type_ids")
+"""The batch features a model reads when it scores or decodes: T5's encoder tokens, BERT's three inputs."""
 
 
 def _kind(model: nn.Module) -> str:
@@ -45,6 +50,18 @@ def example_inputs(model: nn.Module, batch_size: int = 1) -> tuple[tuple[Any, ..
     return (jnp.ones((batch_size, ENCODER_LENGTH), jnp.int32),
             jnp.ones((batch_size, DECODER_LENGTH), jnp.int32)), {}
   return (jnp.ones((batch_size, ENCODER_LENGTH), jnp.int32),), {}
+
+
+def abstract_params(model: nn.Module) -> dict:
+  """The model's parameter tree, unboxed, with jax.ShapeDtypeStruct leaves: `model.init` on `example_inputs`
+  under `jax.eval_shape`, so nothing is allocated (XXL sizes too)."""
+  args, kwargs = example_inputs(model)
+  return jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.key(0), *args, **kwargs)["params"]))
+
+
+def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+  """A batch's MODEL_INPUT_KEYS features (each [b, l]); labels, targets and other features are left out."""
+  return {k: v for k, v in batch.items() if k in MODEL_INPUT_KEYS}
 
 
 def example_batch(model: nn.Module, batch_size: int = 2, length: int = 8, target_length: int = 4,

@@ -64,3 +64,18 @@ class Slots:
 
 
 NO_SLOTS = Slots()
+
+
+def factory_name(factory: Callable[..., Any]) -> str:
+  """A factory's readable name, 'module.qualname' (e.g. 'lora.lora_factory'); a functools.partial is unwrapped."""
+  factory = getattr(factory, "func", factory)
+  return f"{getattr(factory, '__module__', '?').rsplit('.', 1)[-1]}.{getattr(factory, '__qualname__', factory)}"
+
+
+def factory_names(slots: Optional[Slots]) -> dict[str, str]:
+  """{slot: factory_name} of the slots a method binds (empty slots left out; None = no slots: {}).
+
+  What the parameter report prints and a checkpoint's metadata records as the model's methods."""
+  if slots is None:
+    return {}
+  return {name: factory_name(value) for name, value in vars(slots).items() if callable(value)}

@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.models import layers, rows
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.peft import prompt_init
@@ -146,18 +147,14 @@ def stack_prompts(prompts: Sequence[Any]) -> Any:
   return {"prompt": bank} if all(is_params) else bank
 
 
-def _paths(tree: Mapping, prefix: tuple = ()):
-  """Yields (path tuple, leaf) over nested mappings."""
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      yield from _paths(value, prefix + (key,))
-    else:
-      yield prefix + (key,), value
+def is_prompt_bank(path: str) -> bool:
+  """Whether a flat parameter path ('encoder/prompt/prompt') is a prompt module's bank."""
+  return path.split("/")[-2:] == ["prompt", "prompt"]
 
 
 def _table_path(params: dict) -> tuple:
   """The path of the one token-embedding table in params (TABLE_PATHS)."""
-  paths = [path for path, _ in _paths(params) if path[-2:] in TABLE_PATHS]
+  paths = [tuple(path.split("/")) for path in flatten_params(params) if tuple(path.split("/")[-2:]) in TABLE_PATHS]
   if len(paths) != 1:
     raise ValueError(f"expected one token_embedder or word_embeddings table in params, found {len(paths)}")
   return paths[0]
@@ -197,21 +194,11 @@ def initialize_prompt(params: dict, initializer: Any, rng: Array, embedding_tabl
   `embedding_table` [vocab, d] defaults to `seam_table(params, layer_norm_epsilon)`.
   """
   table = seam_table(params, layer_norm_epsilon) if embedding_table is None else embedding_table
-  found = []
-
-  def visit(tree: Mapping, path: tuple) -> dict:
-    out = {}
-    for key, value in tree.items():
-      if key == "prompt" and path and path[-1] == "prompt" and not isinstance(value, Mapping):
-        found.append(path)
-        value = prompt_init.draw_bank(initializer, jax.random.fold_in(rng, len(found)), value.shape,
-                                      table).astype(value.dtype)
-      elif isinstance(value, Mapping):
-        value = visit(value, path + (key,))
-      out[key] = value
-    return out
-
-  new_params = visit(params, ())
-  if not found:
+  flat = flatten_params(params)
+  banks = [path for path in flat if is_prompt_bank(path)]
+  if not banks:
     raise ValueError("initialize_prompt: no 'prompt/prompt' parameter in params (is the prompt method bound?)")
-  return new_params
+  for index, path in enumerate(banks, start=1):  # bank i draws from fold_in(rng, i), in the tree's order
+    flat[path] = prompt_init.draw_bank(initializer, jax.random.fold_in(rng, index), flat[path].shape,
+                                       table).astype(flat[path].dtype)
+  return unflatten_params(flat)

@@ -1,6 +1,5 @@
 """Prompt ensembles: one bank forward equals K single-prompt runs; vote and mean-log-prob combiners."""
 import flax.linen as nn
-import gin
 import jax
 import numpy as np
 import pytest
@@ -28,7 +27,7 @@ def build(backbone, num_prompts):
   model_file, bindings = BACKBONES[backbone]
   gin_utils.parse_gin([model_file, "methods/prompt_tuning_random.gin"],
                       bindings + ["PROMPT_LENGTH = 3", f"prompts.prompt_factory.num_prompts = {num_prompts}"])
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   args, kwargs = inputs.example_inputs(model)
   return model, nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *args, **kwargs)["params"])
 

@@ -11,7 +11,6 @@ import json
 import os
 
 import flax.linen as nn
-import gin
 import jax
 import numpy as np
 import pytest
@@ -58,7 +57,7 @@ def t5_tasks(tmp_path_factory):
 def t5_model():
   """(model, params): a tiny T5 with 2 prompts; numpy-drawn weights (compiling model.init costs seconds)."""
   gin_utils.parse_gin(["models/t5_1_1_small.gin", "methods/prompt_tuning_random.gin"], T5_TINY)
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   args, kwargs = inputs.example_inputs(model)
   shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *args, **kwargs)["params"])
   rng = np.random.default_rng(0)
@@ -204,7 +203,7 @@ def lookup_tagger(sentences, vocabulary, tag_names):
                       ["bert_config.preset.embed_dim = 32", "bert_config.preset.num_heads = 2",
                        "bert_config.preset.head_dim = 16", "bert_config.preset.mlp_dim = 32",
                        "bert_config.preset.num_layers = 1", f"NUM_LABELS = {len(tag_names)}", "PROMPT_LENGTH = 3"])
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   args, kwargs = inputs.example_inputs(model)
   shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *args, **kwargs)["params"])
   flat = {path: np.zeros(s.shape, s.dtype) for path, s in flatten_params(shapes).items()}

@@ -1,6 +1,5 @@
 """Rank classification vs a brute-force reference: one full forward per (example, label), summed by hand."""
 import flax.linen as nn
-import gin
 import jax
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ def build(model_file, bindings, seed=0):
   seconds on CPU, and these tests need distinct random weights, not the initialisers'.
   """
   gin_utils.parse_gin([model_file, "methods/prompt_tuning_random.gin"], bindings + PROMPTS)
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   args, kwargs = inputs.example_inputs(model)
   shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *args, **kwargs)["params"])
   rng = np.random.default_rng(seed)

@@ -4,7 +4,6 @@ import math
 import os
 
 import flax.linen as nn
-import gin
 import jax
 import jax.numpy as jnp
 import pytest
@@ -25,12 +24,12 @@ def test_all_sizes_are_shipped():
 def test_t5_gin_builds_its_preset(path):
   name = os.path.basename(path)[:-4]
   gin_utils.parse_gin([f"models/{name}.gin"], ["t5_config.preset.dtype = 'bfloat16'"])
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   assert model.config == t5_config.preset(name, dtype="bfloat16")
 
 
 def test_base_count_through_gin():
   gin_utils.parse_gin(["models/t5_1_1_base.gin"])
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 4), jnp.int32), jnp.ones((1, 2), jnp.int32))
   assert sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(nn.meta.unbox(shapes))) == 247_577_856

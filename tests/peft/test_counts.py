@@ -68,7 +68,7 @@ def test_bert_model_files(name, total, embed_dim):
 
 def test_minilm_file_matches_the_shipped_config(minilm_dir):
   gin_utils.parse_gin(["models/minilm.gin"])
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   with open(os.path.join(minilm_dir, "config.json")) as f:
     assert model.config == bert_config.bert_config_from_hf(json.load(f), num_labels=2)
 

@@ -1,6 +1,5 @@
 """MAM (gin/methods/mam.gin): a pure composition of prefix tuning and the scaled parallel FFN adapter."""
 import flax.linen as nn
-import gin
 import jax
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ def built_slots(method_files, bindings=()):
   NOTE: gin-bound factories read their bindings when called, so they are called before the next parse.
   """
   gin_utils.parse_gin(["models/t5_1_1_small.gin"] + method_files, TINY_T5 + list(bindings))
-  slots = gin.query_parameter("%MODEL").scoped_configurable_fn().slots
+  slots = gin_utils.configured_macro("MODEL").slots
   return {name: value(**SITES[name]) for name, value in vars(slots).items() if callable(value)}
 
 
@@ -45,7 +44,7 @@ def test_mam_binds_the_same_factories_as_its_parts():
 def logits(method_file, tokens, params=None):
   """(logits, params) of tiny T5 with a method (direct prefixes); `params` None: freshly initialised."""
   gin_utils.parse_gin(["models/t5_1_1_small.gin", method_file], TINY_T5 + DIRECT)
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   if params is None:
     params = nn.meta.unbox(model.init(jax.random.key(0), tokens, tokens[:, :3])["params"])
   return model.apply({"params": params}, tokens, tokens[:, :3]), params

@@ -12,7 +12,6 @@ import glob
 import os
 
 import flax.linen as nn
-import gin
 import jax
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ import pytest
 from prompt_tuning_jax import gin_utils
 from prompt_tuning_jax.checkpoints.tree import flatten_params
 from prompt_tuning_jax.models import inputs
-from prompt_tuning_jax.params import configured
 from prompt_tuning_jax.peft import prompts, trainable
 from prompt_tuning_jax.train import optimizers, train_step
 
@@ -42,15 +40,15 @@ BACKBONES = {
 def build(model_file, method_file, bindings):
   """Parses the gin files; returns (model, initialised plain params, the gin-configured mask)."""
   gin_utils.parse_gin([model_file, method_file], bindings)
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   args, kwargs = inputs.example_inputs(model)
   params = nn.meta.unbox(model.init(jax.random.key(0), *args, **kwargs)["params"])
   if any(np.isnan(x).any() for x in jax.tree_util.tree_leaves(params)):
     # Table-based prompt inits leave NaN until the frozen table is loaded (peft/prompts.py docstring).
-    params = configured(prompts.initialize_prompt)(params, rng=jax.random.key(1))
+    params = gin_utils.configured(prompts.initialize_prompt)(params, rng=jax.random.key(1))
   nan = [p for p, x in flatten_params(params).items() if np.isnan(x).any()]
   assert not nan, f"{method_file}: NaN parameters after init: {nan}"
-  return model, params, configured(trainable.trainable_mask)(params)
+  return model, params, gin_utils.configured(trainable.trainable_mask)(params)
 
 
 def test_methods_are_found():
@@ -109,11 +107,11 @@ def test_unknown_method_file_suggests_close_names():
 def test_two_methods_on_different_slots_train_together(backbone):
   model_file, bindings = BACKBONES[backbone]
   gin_utils.parse_gin([model_file, "methods/prompt_tuning.gin", "methods/lora.gin"], bindings)
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   args, kwargs = inputs.example_inputs(model)
   params = nn.meta.unbox(model.init(jax.random.key(0), *args, **kwargs)["params"])
-  params = configured(prompts.initialize_prompt)(params, rng=jax.random.key(1))
-  by_module = trainable.trainable_by_module(params, configured(trainable.trainable_mask)(params))
+  params = gin_utils.configured(prompts.initialize_prompt)(params, rng=jax.random.key(1))
+  by_module = trainable.trainable_by_module(params, gin_utils.configured(trainable.trainable_mask)(params))
   assert {"prompt", "lora_query", "lora_value"} <= set(by_module), by_module
 
 

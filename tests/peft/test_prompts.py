@@ -179,7 +179,7 @@ def test_stack_prompts_shapes_and_errors():
 
 def test_param_axes():
   gin_utils.parse_gin(["models/t5_1_1_small.gin", "methods/prompt_tuning.gin"])
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 4), jnp.int32), jnp.ones((1, 2), jnp.int32))
   assert abstract["params"]["encoder"]["prompt"]["prompt"].names == ("prompt_bank", "prompt", "embed")
 
@@ -378,7 +378,7 @@ def test_results_files_bind_bert_scale_inits():
     gin_utils.parse_gin(["models/minilm.gin", f"results/{name}.gin"], bindings)
     assert gin.query_parameter("prompt_init.SampledVocab.population_start") == 1996, name
   gin_utils.parse_gin(["models/minilm.gin", "results/prompt_tuning_random.gin"], bindings)
-  assert gin.query_parameter("%PROMPT_INIT").scoped_configurable_fn() == prompt_init.MatchTableNorm(
+  assert gin_utils.configured_macro("PROMPT_INIT") == prompt_init.MatchTableNorm(
       prompt_init.RandomUniform())
 
 
@@ -391,3 +391,9 @@ def test_bert_population_is_frequent_whole_words(minilm_dir):
   assert vocab[1996:2000] == ["the", "of", "and", "in"]
   assert count(vocab[1996:1996 + 5000]) == (421, 0)
   assert count(vocab[1000:6000]) == (322, 996)
+
+
+def test_is_prompt_bank_matches_a_prompt_modules_own_parameter_only():
+  assert prompts.is_prompt_bank("encoder/prompt/prompt") and prompts.is_prompt_bank("prompt/prompt")
+  for path in ("encoder/prompt", "encoder/xprompt/prompt", "encoder/gpc/prompt", "encoder/prompt/prompt/scale"):
+    assert not prompts.is_prompt_bank(path), path

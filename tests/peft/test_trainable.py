@@ -2,7 +2,6 @@
 import dataclasses
 
 import flax.linen as nn
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,5 +121,5 @@ def test_model_gin_without_a_method_is_the_base_model():
   gin_utils.parse_gin(["models/t5_1_1_small.gin"], [f"t5_config.preset.{k} = {v!r}" for k, v in dict(
       vocab_size=128, embed_dim=32, num_heads=4, head_dim=8, mlp_dim=64, num_encoder_layers=2,
       num_decoder_layers=2).items()])
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   assert model.slots == slots.NO_SLOTS and model.config == T5_CONFIG

@@ -4,7 +4,6 @@ Every shipped method is trained three steps in tests/peft/test_methods_smoke.py;
 contract is checked against independent references, and the FLOPs claim of DESIGN.md is measured.
 """
 import flax.linen as nn
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,9 +13,8 @@ import pytest
 from prompt_tuning_jax import gin_utils
 from prompt_tuning_jax.checkpoints.tree import flatten_params
 from prompt_tuning_jax.models import inputs
-from prompt_tuning_jax.params import configured
 from prompt_tuning_jax.peft import trainable
-from prompt_tuning_jax.train import optimizers, train_step
+from prompt_tuning_jax.train import cost, optimizers, train_step
 
 TINY_T5 = [f"t5_config.preset.{k} = {v}" for k, v in dict(
     vocab_size=128, embed_dim=32, num_heads=4, head_dim=8, mlp_dim=64, num_encoder_layers=2,
@@ -25,10 +23,10 @@ TINY_T5 = [f"t5_config.preset.{k} = {v}" for k, v in dict(
 
 def build(method_file, bindings=TINY_T5, model_file="models/t5_1_1_small.gin"):
   gin_utils.parse_gin([model_file, method_file], bindings)
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_utils.configured_macro("MODEL")
   args, kwargs = inputs.example_inputs(model)
   params = nn.meta.unbox(model.init(jax.random.key(0), *args, **kwargs)["params"])
-  return model, params, configured(trainable.trainable_mask)(params)
+  return model, params, gin_utils.configured(trainable.trainable_mask)(params)
 
 
 def np_log_softmax(x):
@@ -172,18 +170,11 @@ def test_head_learning_rate_of_its_own_and_a_trained_pooler():
 def _step_flops(method_file, encoder_length, batch_size=8, decoder_length=16):
   """XLA's FLOP count of one train step on the real t5_1_1_small shapes, from abstract values only."""
   gin_utils.parse_gin(["models/t5_1_1_small.gin", method_file])
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-  args, kwargs = inputs.example_inputs(model)
-  shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *args, **kwargs)["params"])
-  mask = configured(trainable.trainable_mask)(shapes)
+  model = gin_utils.configured_macro("MODEL")
   optimizer = optimizers.prompt_tuning_optimizer()  # the same optimizer for both, per trained parameter
-  state, frozen = jax.eval_shape(lambda p: train_step.init_train_state(p, mask, optimizer), shapes)
-  ids = lambda length: jax.ShapeDtypeStruct((batch_size, length), jnp.int32)
-  batch = {"encoder_input_tokens": ids(encoder_length), "decoder_input_tokens": ids(decoder_length),
-           "decoder_target_tokens": ids(decoder_length),
-           "decoder_loss_weights": jax.ShapeDtypeStruct((batch_size, decoder_length), jnp.float32)}
-  lowered = train_step.make_train_step(train_step.loss_fn_for(model), optimizer).lower(state, frozen, batch, None)
-  return lowered.cost_analysis()["flops"], lowered.compile().cost_analysis()["flops"]
+  lowered = cost.lower_train_step(model, optimizer, gin_utils.configured(trainable.trainable_mask),
+                                  cost.abstract_batch(model, batch_size, encoder_length, decoder_length))
+  return cost.flops(lowered), cost.flops(lowered.compile())
 
 
 def test_prompt_tuning_step_costs_two_thirds_of_full_finetuning():
