@@ -103,6 +103,7 @@ def test_results_gpc_keeps_the_shared_prompt_optimizer():
   # results/gpc.gin includes methods/gpc.gin, then results/prompt_optimizer.gin's linear decays win.
   got = resolved(["models/minilm.gin", "results/gpc.gin"], ["TRAIN_STEPS = 10"])
   decaying = lambda peak: optax.adamw(optax.linear_schedule(peak, 0.0, 10), eps=1e-6, weight_decay=0.0)
-  expected = optax.multi_transform({"prompt": decaying(1e-2), "cell": decaying(1e-3)}, GPC_LABELS)
+  # prompt 3e-2: the random init's swept rate (results/prompt_optimizer.gin, docs/RESULTS.md §4).
+  expected = optax.multi_transform({"prompt": decaying(3e-2), "cell": decaying(1e-3)}, GPC_LABELS)
   np.testing.assert_allclose(got, trajectory(expected), rtol=1e-5, atol=1e-9)
   assert not np.allclose(got, trajectory(GPC()), rtol=1e-3, atol=1e-9)
