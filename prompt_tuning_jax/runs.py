@@ -4,16 +4,17 @@
       --gin_file=runs/finetune.gin --gin.MODEL_DIR="'/tmp/run'" --gin.MIXTURE_OR_TASK_NAME="'bert_glue_sst2'"
 
 gin/runs/*.gin bind these functions' arguments to t5x's macros (MODEL, MODEL_DIR, MIXTURE_OR_TASK_NAME,
-TASK_FEATURE_LENGTHS, BATCH_SIZE, TRAIN_STEPS, INITIAL_CHECKPOINT_PATH, EVAL_PERIOD, DATA_DIR). The optimizer
-is the method file's `OPTIMIZER` macro when it defines one, else prompt tuning's Adafactor (train/optimizers.py);
-the trainable mask is the gin-configured `trainable.trainable_mask` (the one source of truth for what trains).
+TASK_FEATURE_LENGTHS, BATCH_SIZE, TRAIN_STEPS, INITIAL_CHECKPOINT_PATH, EVAL_PERIOD, DATA_DIR). The method's
+gin file binds what is its own: the `OPTIMIZER` macro (required; train/optimizers.py lists each method's), an
+init step that needs the frozen base (`prepare_params.init_step`), and the trainable mask
+(`trainable.trainable_mask`, the one source of truth for what trains).
 """
 import dataclasses
 import functools
 import difflib
 import logging
 import os
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import gin
@@ -25,7 +26,7 @@ import seqio
 from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.params import configured
-from prompt_tuning_jax.peft import prompts, trainable
+from prompt_tuning_jax.peft import trainable
 from prompt_tuning_jax.train import data as train_data
 from prompt_tuning_jax.train import lock, outputs, partitioning, trainer
 from tasks import buckets as buckets_lib
@@ -83,26 +84,29 @@ def _macro(name: str) -> Any:
 
 
 def gin_optimizer():
-  """The run's optimizer: the gin `OPTIMIZER` macro (a method or run file's), else the trainer's default,
-  prompt tuning's Adafactor (train/optimizers.py lists each method's). A `HEAD_OPTIMIZER` macro (not None)
-  gives the BERT head its own (optimizers.with_head; gin/results/run.gin)."""
+  """The run's optimizer: the gin `OPTIMIZER` macro, which every method file binds (train/optimizers.py lists
+  each method's); a one-line error when none is bound. A `HEAD_OPTIMIZER` macro (not None) gives the BERT head
+  its own (optimizers.with_head; gin/results/run.gin)."""
   optimizer = _macro("OPTIMIZER")
   if optimizer is None:
-    return trainer.default_optimizer()
+    raise ValueError("the gin macro OPTIMIZER is not bound: the method's gin file binds it (each of gin/methods/"
+                     "*.gin does, e.g. methods/prompt_tuning.gin: OPTIMIZER = @optimizers.prompt_tuning_optimizer()"
+                     "); bind it in yours (train/optimizers.py lists each method's)")
   from prompt_tuning_jax.train import optimizers  # pylint: disable=g-import-not-at-top
   head = _macro("HEAD_OPTIMIZER")
   return optimizers.with_head(optimizer, head) if head is not None else optimizers.build_optimizer(optimizer)
 
 
-def prepare_prompt(seed: int):
-  """params -> params with table-based prompt inits drawn (peft/prompts.py), when a prompt is bound."""
-  def prepare(params: dict) -> dict:
-    try:
-      gin.query_parameter("prompts.initialize_prompt.initializer")
-    except ValueError:
-      return params  # no prompt method, or an init that model.init already drew
-    return configured(prompts.initialize_prompt)(params, rng=jax.random.key(seed + 2))
-  return prepare
+InitStep = Callable[..., dict]
+"""`init_step(params, rng=key) -> params`: a method's init that needs the frozen base (e.g. a prompt drawn
+from the token table: prompts.initialize_prompt, bound by gin/methods/prompt_tuning.gin)."""
+
+
+@gin.configurable
+def prepare_params(params: dict, seed: int, init_step: Optional[InitStep] = None) -> dict:
+  """Full params (frozen base loaded) -> the params training starts from: the method's `init_step` applied
+  with rng key(seed + 2) (seed: init, seed + 1: dropout), or unchanged when its gin file binds none."""
+  return params if init_step is None else init_step(params, rng=jax.random.key(seed + 2))
 
 
 @gin.configurable
@@ -123,13 +127,15 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
   metrics.jsonl, and with an eval split the evaluator's predictions.jsonl / metrics.json under eval/; holds
   MODEL_DIR/.lock while it runs (a second job on the directory is refused, train/lock.py).
   `eval_split=None` turns evaluation off; `eval_period=0` evaluates only at the end.
-  Seeds: `seed` draws every initialised leaf (and dropout); `prompt_seed` the prompt init, `data_seed` the data
-  order (both default to `seed`). Prompt ensembles vary only these two, so the K runs share all else.
+  Seeds: `seed` draws every initialised leaf (and dropout); `prompt_seed` the method's init step
+  (`prepare_params`: e.g. the prompt init), `data_seed` the data order (both default to `seed`). Prompt
+  ensembles vary only these two, so the K runs share all else.
   `buckets`: length buckets for training and evaluation batches (tasks/buckets.py; None = every batch padded
   to TASK_FEATURE_LENGTHS); the step compiles once per bucket, and the run log counts the compiles.
   """
   check_task_name(mixture_or_task_name)
   check_vocabulary(mixture_or_task_name, initial_checkpoint_path)
+  optimizer = gin_optimizer()  # a missing OPTIMIZER fails before MODEL_DIR is touched
   with lock.hold_model_dir(model_dir):  # a second job on a live MODEL_DIR is refused (train/lock.py)
     outputs.write_text(os.path.join(model_dir, "config.gin"), gin.config_str())
     evaluate = None
@@ -149,11 +155,11 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
                                       data_dir=data_dir, skip_malformed=skip_malformed, buckets=buckets)
     return trainer.train(
         model=model, model_dir=model_dir, train_steps=train_steps, batch_size=batch_size, train_data=data,
-        evaluate=evaluate, initial_checkpoint_path=initial_checkpoint_path, optimizer=gin_optimizer(),
+        evaluate=evaluate, initial_checkpoint_path=initial_checkpoint_path, optimizer=optimizer,
         mask_fn=configured(trainable.trainable_mask), eval_period=eval_period, checkpoint_period=checkpoint_period,
         keep_last=keep_last, keep_best=keep_best, best_metric=best_metric, seed=seed,
         num_partitions=num_partitions, metadata=metadata, show_progress=show_progress,
-        prepare_params=prepare_prompt(prompt_seed))
+        prepare_params=functools.partial(prepare_params, seed=prompt_seed))
 
 
 def restore_params(model: nn.Module, checkpoint_dir: str, initial_checkpoint_path: Optional[str],

@@ -15,11 +15,11 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from prompt_tuning_jax import gin_utils
+from prompt_tuning_jax import gin_utils, runs
 from prompt_tuning_jax.models import inputs, t5
 from prompt_tuning_jax.params import configured
 from prompt_tuning_jax.peft import trainable
-from prompt_tuning_jax.train import optimizers, train_step
+from prompt_tuning_jax.train import train_step
 
 
 def abstract_batch(model: Any, batch_size: int, input_length: int, target_length: int) -> dict:
@@ -34,14 +34,6 @@ def abstract_batch(model: Any, batch_size: int, input_length: int, target_length
           "token_type_ids": spec(input_length), "labels": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
 
 
-def method_optimizer():
-  """The parsed method file's OPTIMIZER, else prompt tuning's Adafactor (the trainer's default)."""
-  try:
-    return optimizers.build_optimizer(gin.query_parameter("%OPTIMIZER").scoped_configurable_fn())
-  except ValueError:
-    return optimizers.build_optimizer(optimizers.prompt_tuning_optimizer())
-
-
 def train_step_flops(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), *, batch_size: int,
                      input_length: int, target_length: int = 0) -> float:
   """FLOPs of one train step at [batch_size, input_length (+ target_length)] (module docstring)."""
@@ -49,7 +41,7 @@ def train_step_flops(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
   model = gin.query_parameter("%MODEL").scoped_configurable_fn()
   args, kwargs = inputs.example_inputs(model)
   shapes = jax.eval_shape(lambda key: nn.meta.unbox(model.init(key, *args, **kwargs)["params"]), jax.random.key(0))
-  optimizer = method_optimizer()
+  optimizer = runs.gin_optimizer()  # the method file's OPTIMIZER, as a run builds it
   mask = configured(trainable.trainable_mask)(shapes)
   state, frozen = jax.eval_shape(lambda p: train_step.init_train_state(p, mask, optimizer), shapes)
   step = train_step.train_step_fn(train_step.loss_fn_for(model), optimizer)

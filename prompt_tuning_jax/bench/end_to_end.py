@@ -80,7 +80,7 @@ def _ours(task: str, length: int, method: str, batch_size: int, buckets: Any) ->
   gin_utils.parse_gin(["models/minilm.gin", METHOD_FILES[method]], [f"PROMPT_LENGTH = {PROMPT_LENGTH}"]
                       if method == "prompt_tuning" else [])
   model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-  params = runs.prepare_prompt(SEED)(trainer.initial_params(model, SEED, demo.minilm_dir()))
+  params = runs.prepare_params(trainer.initial_params(model, SEED, demo.minilm_dir()), seed=SEED)
   optimizer = optimizers.build_optimizer(optimizers.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY))
   state, frozen = train_step.init_train_state(params, configured(trainable.trainable_mask)(params), optimizer)
   del params

@@ -79,6 +79,24 @@ def test_a_missing_required_macro_fails_in_one_line_naming_it(capsys):
   assert "MODEL_DIR" in err and "gin.REQUIRED" in err and len(err.splitlines()) == 1, err
 
 
+
+def test_a_method_file_without_optimizer_fails_in_one_line_naming_the_macro(tmp_path, capsys):
+  """No default optimizer stands in (it used to be prompt tuning's Adafactor): the method's file binds OPTIMIZER."""
+  lora = open(gin_utils.resolve_gin_file("methods/lora.gin")).read()
+  method = tmp_path / "lora_without_optimizer.gin"
+  method.write_text("\n".join(line for line in lora.splitlines() if not line.startswith("OPTIMIZER")))
+  model_dir = tmp_path / "run"
+  argv = ["--gin_file=models/minilm.gin", f"--gin_file={method}", "--gin_file=runs/finetune.gin",
+          f"--gin.MODEL_DIR='{model_dir}'", "--gin.MIXTURE_OR_TASK_NAME='bert_glue_rte'",
+          "--gin.TASK_FEATURE_LENGTHS={'input_ids': 32}"]
+  assert cli.main(argv, runs.train, "test") == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1, err
+  assert "OPTIMIZER is not bound" in err and "gin/methods/" in err and "methods/prompt_tuning.gin" in err, err
+  assert not model_dir.exists()  # refused before MODEL_DIR is touched
+  gin_utils.parse_gin(["models/minilm.gin", "methods/lora.gin"])
+  assert runs.gin_optimizer() is not None
+
 def test_a_misspelled_macro_binding_fails_in_one_line_naming_it_and_the_close_match(capsys):
   """gin itself accepts `--gin.TRAIN_STEP=5` and trains the file's TRAIN_STEPS: the run would be silently wrong."""
   argv = ["--gin_file=models/minilm.gin", "--gin_file=methods/lora.gin", "--gin_file=runs/finetune.gin",

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_tuning_jax import gin_utils
+from prompt_tuning_jax import gin_utils, runs
 from prompt_tuning_jax.models import bert, rows, t5_config
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
@@ -381,6 +381,24 @@ def test_results_files_bind_bert_scale_inits():
   assert gin.query_parameter("%PROMPT_INIT").scoped_configurable_fn() == prompt_init.MatchTableNorm(
       prompt_init.RandomUniform())
 
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prompt_tuning_random", "prompt_tuning_vocab", "gpc"])
+def test_prompt_files_bind_the_runs_init_step(method):
+  """runs.prepare_params, which runs.train applies once the frozen base is loaded, draws every prompt file's bank
+  with its PROMPT_INIT and key(seed + 2); a method file that binds no init step leaves the params as they are."""
+  tiny = [f"t5_config.preset.{k} = {v}" for k, v in dict(vocab_size=128, embed_dim=32, num_heads=4, head_dim=8,
+                                                          mlp_dim=64, num_encoder_layers=2, num_decoder_layers=2).items()]
+  gin_utils.parse_gin(["models/t5_1_1_small.gin", f"methods/{method}.gin"], [*tiny, f"PROMPT_LENGTH = {P}"])
+  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  params = init(model, t5_tokens(4), t5_tokens(4)[:, :2])
+  prepared = runs.prepare_params(params, seed=5)
+  initializer = gin.query_parameter("%PROMPT_INIT").scoped_configurable_fn()
+  expected = prompts.initialize_prompt(params, initializer, jax.random.key(7))["encoder"]["prompt"]["prompt"]
+  np.testing.assert_array_equal(prepared["encoder"]["prompt"]["prompt"], expected)
+  assert np.isfinite(expected).all()
+  gin_utils.parse_gin(["models/t5_1_1_small.gin", "methods/lora.gin"], tiny)
+  assert runs.prepare_params(params, seed=5) is params
 
 def test_bert_population_is_frequent_whole_words(minilm_dir):
   """MiniLM's vocab.txt: ids 1996..6995 (SampledVocab.population_start = 1996) start at 'the', hold no single
