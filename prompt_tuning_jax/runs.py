@@ -20,7 +20,6 @@ import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
-import numpy as np
 import seqio
 
 from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
@@ -189,16 +188,6 @@ def restore_params(model: nn.Module, checkpoint_dir: str, initial_checkpoint_pat
   return unflatten_params(base), found
 
 
-def _bank_model(model: nn.Module, num_prompts: int) -> nn.Module:
-  """`model` with a prompt bank of `num_prompts` (the gin-bound prompt factory, num_prompts overridden)."""
-  factory = getattr(getattr(model, "slots", None), "input_transform", None)
-  if factory is None:
-    raise ValueError(f"an ensemble of {num_prompts} checkpoints needs a prompt method (slots.input_transform), "
-                     f"but {type(model).__name__} has none bound")
-  slots = dataclasses.replace(model.slots, input_transform=functools.partial(factory, num_prompts=num_prompts))
-  return model.clone(slots=slots)
-
-
 @gin.configurable
 def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] = gin.REQUIRED,
              mixture_or_task_name: str = gin.REQUIRED, task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
@@ -212,9 +201,9 @@ def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] 
   predictions.jsonl and metrics.json and returns the metrics.
 
   checkpoint_dirs: training MODEL_DIRs. One: its `checkpoint_step` ('latest', 'best' or a number) is scored
-    (rank / generate / classifier, evaluation/evaluator.py). K > 1: each run's prompt is stacked into one bank
-    [K, P, d] and every batch is scored for all K prompts in one forward (evaluation/ensemble.py); the report
-    holds each prompt's metrics, their mean and best, and the majority-vote and mean-log-prob ensembles.
+    (rank / generate / classifier, evaluation/evaluator.py). K > 1: the runs are stacked into one model that
+    scores every batch for all K in one forward (evaluation/ensemble.py `stack_runs`); the report holds each
+    run's metrics, their mean and best, and the majority-vote and mean-log-prob ensembles.
   With several devices (or processes) the params are placed on a (data, model) mesh of `num_partitions` model
   shards and each batch's rows are split over its data axis (evaluation/evaluator.py).
   """
@@ -235,25 +224,13 @@ def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] 
     metrics = evaluator.evaluate(model, place(model, restored[0][0]), num_beams=num_beams,
                                  max_decode_length=max_decode_length, mesh=mesh, **common)
   else:
-    _check_only_prompts_differ(dirs, [params for params, _ in restored])
-    bank_model = _bank_model(model, len(dirs))
-    bank = place(bank_model, ensemble.stack_prompt_params([params for params, _ in restored]))
-    metrics = evaluator.evaluate_ensemble_dataset(bank_model, bank, len(dirs), mesh=mesh, **common)
+    stacked_model, stacked = ensemble.stack_runs(model, [params for params, _ in restored], dirs)
+    metrics = evaluator.evaluate_ensemble_dataset(stacked_model, place(stacked_model, stacked), len(dirs), mesh=mesh,
+                                                  **common)
   metrics = {**metrics, "checkpoints": {d: step for d, (_, step) in zip(dirs, restored)}}
   outputs.write_json(os.path.join(output_dir, "metrics.json"), metrics)
   return metrics
 
-
-def _check_only_prompts_differ(dirs: Sequence[str], trees: Sequence[dict]) -> None:
-  """A one-pass ensemble shares everything but the prompt bank; runs that trained more (e.g. a BERT head)
-  with different results cannot be stacked."""
-  first = flatten_params(trees[0])
-  for directory, tree in zip(dirs[1:], trees[1:]):
-    for path, value in flatten_params(tree).items():
-      if not path.endswith("prompt/prompt") and not np.array_equal(np.asarray(value), np.asarray(first[path])):
-        raise ValueError(f"ensemble: {path} differs between {dirs[0]} and {directory}; a prompt ensemble shares "
-                         f"every other parameter (train the prompts with the rest frozen, e.g. "
-                         f"trainable.trainable_mask.patterns = ['(^|/)prompt(/|$)'])")
 
 
 @gin.configurable
