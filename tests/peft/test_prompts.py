@@ -111,6 +111,22 @@ def test_bert_cls_stays_at_position_zero():
   np.testing.assert_allclose(hidden, expected, atol=1e-6, rtol=0)
 
 
+def test_bert_token_head_returns_the_input_tokens_rows_without_the_prompts():
+  """Token logits [b, l, C]: the classifier over the encoder's [b, P+l, d] with the prompt's rows 1..P taken out
+  (numpy), so they line up with the input tokens (and the labels)."""
+  ids = np.random.default_rng(2).integers(1, 97, (2, 7)).astype(np.int32)
+  ids[1, 5:] = 0
+  model = with_prompt(bert.BertForTokenClassification, BERT_TINY.replace(num_labels=3))
+  params = init(model, ids)
+  logits = np.asarray(model.apply({"params": params}, ids))
+  hidden, _ = with_prompt(bert.BertModel, BERT_TINY).apply({"params": params["bert"]}, ids,
+                                                           method=bert.BertModel.encode)  # [b, P+l, d]
+  kernel, bias = (np.asarray(params["classifier"][k]) for k in ("kernel", "bias"))
+  every_row = np.asarray(hidden) @ kernel + bias  # [b, P+l, C]
+  expected = np.concatenate([every_row[:, :1], every_row[:, 1 + P:]], axis=1)  # [b, l, C]
+  assert logits.shape == (2, 7, 3)
+  np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+
 @pytest.mark.parametrize("backbone", ["t5", "bert"])
 def test_first_layer_forms_no_input_gradient_for_the_frozen_token_rows(backbone):
   """The prompt reaches the encoder as RowBlocks: same prompt gradient as through the joined rows, without the
