@@ -6,7 +6,7 @@
 gin/runs/*.gin bind these functions' arguments to t5x's macros (MODEL, MODEL_DIR, MIXTURE_OR_TASK_NAME,
 TASK_FEATURE_LENGTHS, BATCH_SIZE, TRAIN_STEPS, INITIAL_CHECKPOINT_PATH, EVAL_PERIOD, DATA_DIR). The method's
 gin file binds what is its own: the `OPTIMIZER` macro (required; train/optimizers.py lists each method's), an
-init step that needs the frozen base (`prepare_params.init_step`), and the trainable mask
+`INIT_STEP` macro when its init needs the frozen base (`prepare_params`), and the trainable mask
 (`trainable.trainable_mask`, the one source of truth for what trains).
 """
 import dataclasses
@@ -14,7 +14,7 @@ import functools
 import difflib
 import logging
 import os
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import gin
@@ -74,12 +74,15 @@ def vocabulary_metadata(task_name: str) -> dict[str, Any]:
 
 
 def _macro(name: str) -> Any:
-  """The value a gin macro refers to, called when it is a configurable reference; None when unbound."""
+  """The value a gin macro refers to; None when unbound. A configurable reference is called (`@f()`) or
+  returned as the configured function (`@f`)."""
   try:
     value = gin.query_parameter(f"%{name}")
   except ValueError:
     return None
-  return value.scoped_configurable_fn() if isinstance(value, gin.config.ConfigurableReference) else value
+  if not isinstance(value, gin.config.ConfigurableReference):
+    return value
+  return value.scoped_configurable_fn() if value.evaluate else value.scoped_configurable_fn
 
 
 def gin_optimizer():
@@ -96,15 +99,11 @@ def gin_optimizer():
   return optimizers.with_head(optimizer, head) if head is not None else optimizers.build_optimizer(optimizer)
 
 
-InitStep = Callable[..., dict]
-"""`init_step(params, rng=key) -> params`: a method's init that needs the frozen base (e.g. a prompt drawn
-from the token table: prompts.initialize_prompt, bound by gin/methods/prompt_tuning.gin)."""
-
-
-@gin.configurable
-def prepare_params(params: dict, seed: int, init_step: Optional[InitStep] = None) -> dict:
-  """Full params (frozen base loaded) -> the params training starts from: the method's `init_step` applied
-  with rng key(seed + 2) (seed: init, seed + 1: dropout), or unchanged when its gin file binds none."""
+def prepare_params(params: dict, seed: int) -> dict:
+  """Full params (frozen base loaded) -> the params training starts from: the gin `INIT_STEP` macro, a method's
+  init that needs the frozen base, `init_step(params, rng=key(seed + 2))` (seed: init, seed + 1: dropout), e.g.
+  methods/prompt_tuning.gin's `INIT_STEP = @prompts.initialize_prompt`; unchanged when no file binds one."""
+  init_step = _macro("INIT_STEP")
   return params if init_step is None else init_step(params, rng=jax.random.key(seed + 2))
 
 
