@@ -53,7 +53,7 @@ def main(argv: Sequence[str]) -> int:
   query = gin_utils.configured_macro
   if os.path.isdir(os.path.join(model_dir, "checkpoints")):
     print(f"note: {model_dir} already has checkpoints; training resumes (rm -rf it for a fresh demo)")
-  before_params = runs.prepare_prompt(0)(trainer.initial_params(model, 0, minilm_dir()))
+  before_params = runs.prepare_params(trainer.initial_params(model, 0, minilm_dir()), seed=0)
   before = evaluator.evaluate(model, before_params, task_name=query("MIXTURE_OR_TASK_NAME"), split="validation",
                               feature_lengths=query("TASK_FEATURE_LENGTHS"), batch_size=64,
                               output_dir=os.path.join(model_dir, "eval_before"))

@@ -144,8 +144,9 @@ _REQUIRED = object()
 
 
 def configured_macro(name: str, default: Any = _REQUIRED) -> Any:
-  """The value of the parsed gin macro `name` (without '%'): a configurable reference (`@f()`, `@f`) is called
-  in its scope (a fresh model or optimizer per call), any other value is returned as it is.
+  """The value of the parsed gin macro `name` (without '%'): a called reference (`@f()`) is called in its scope
+  (a fresh model or optimizer per call), a bare one (`@f`) is the configured function, any other value is
+  returned as it is.
 
   An unbound macro gives `default`, or without one a ValueError naming the macro.
   """
@@ -156,7 +157,9 @@ def configured_macro(name: str, default: Any = _REQUIRED) -> Any:
       return default
     raise ValueError(f"no parsed gin file or binding defines the macro {name} (a models/*.gin file defines MODEL, "
                      f"a method file OPTIMIZER)") from None
-  return value.scoped_configurable_fn() if isinstance(value, gin.config.ConfigurableReference) else value
+  if not isinstance(value, gin.config.ConfigurableReference):
+    return value
+  return value.scoped_configurable_fn() if value.evaluate else value.scoped_configurable_fn
 
 
 def configured(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -4,9 +4,10 @@
       --gin_file=runs/finetune.gin --gin.MODEL_DIR="'/tmp/run'" --gin.MIXTURE_OR_TASK_NAME="'bert_glue_sst2'"
 
 gin/runs/*.gin bind these functions' arguments to t5x's macros (MODEL, MODEL_DIR, MIXTURE_OR_TASK_NAME,
-TASK_FEATURE_LENGTHS, BATCH_SIZE, TRAIN_STEPS, INITIAL_CHECKPOINT_PATH, EVAL_PERIOD, DATA_DIR). The optimizer
-is the method file's `OPTIMIZER` macro when it defines one, else prompt tuning's Adafactor (train/optimizers.py);
-the trainable mask is the gin-configured `trainable.trainable_mask` (the one source of truth for what trains).
+TASK_FEATURE_LENGTHS, BATCH_SIZE, TRAIN_STEPS, INITIAL_CHECKPOINT_PATH, EVAL_PERIOD, DATA_DIR). The method's
+gin file binds what is its own: the `OPTIMIZER` macro (required; train/optimizers.py lists each method's), an
+`INIT_STEP` macro when its init needs the frozen base (`prepare_params`), and the trainable mask
+(`trainable.trainable_mask`, the one source of truth for what trains).
 """
 import dataclasses
 import functools
@@ -19,16 +20,16 @@ import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
-import numpy as np
 import seqio
 
 from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.gin_utils import configured, configured_macro
 from prompt_tuning_jax.models import slots as slots_lib
-from prompt_tuning_jax.peft import prompts, trainable
+from prompt_tuning_jax.peft import trainable
 from prompt_tuning_jax.train import data as train_data
 from prompt_tuning_jax.train import lock, outputs, partitioning, trainer
+from prompt_tuning_jax.train.optimizers import gin_optimizer
 from tasks import buckets as buckets_lib
 from tasks import vocabularies
 
@@ -71,30 +72,14 @@ def vocabulary_metadata(task_name: str) -> dict[str, Any]:
   return {"class": type(vocabulary).__name__, "path": path, "vocab_size": vocabulary.vocab_size}
 
 
-_macro = functools.partial(configured_macro, default=None)  # a macro's value or None (gin_optimizer's)
 
 
-def gin_optimizer():
-  """The run's optimizer: the gin `OPTIMIZER` macro (a method or run file's), else the trainer's default,
-  prompt tuning's Adafactor (train/optimizers.py lists each method's). A `HEAD_OPTIMIZER` macro (not None)
-  gives the BERT head its own (optimizers.with_head; gin/results/run.gin)."""
-  optimizer = _macro("OPTIMIZER")
-  if optimizer is None:
-    return trainer.default_optimizer()
-  from prompt_tuning_jax.train import optimizers  # pylint: disable=g-import-not-at-top
-  head = _macro("HEAD_OPTIMIZER")
-  return optimizers.with_head(optimizer, head) if head is not None else optimizers.build_optimizer(optimizer)
-
-
-def prepare_prompt(seed: int):
-  """params -> params with table-based prompt inits drawn (peft/prompts.py), when a prompt is bound."""
-  def prepare(params: dict) -> dict:
-    try:
-      gin.query_parameter("prompts.initialize_prompt.initializer")
-    except ValueError:
-      return params  # no prompt method, or an init that model.init already drew
-    return configured(prompts.initialize_prompt)(params, rng=jax.random.key(seed + 2))
-  return prepare
+def prepare_params(params: dict, seed: int) -> dict:
+  """Full params (frozen base loaded) -> the params training starts from: the gin `INIT_STEP` macro, a method's
+  init that needs the frozen base, `init_step(params, rng=key(seed + 2))` (seed: init, seed + 1: dropout), e.g.
+  methods/prompt_tuning.gin's `INIT_STEP = @prompts.initialize_prompt`; unchanged when no file binds one."""
+  init_step = configured_macro("INIT_STEP", default=None)
+  return params if init_step is None else init_step(params, rng=jax.random.key(seed + 2))
 
 
 @gin.configurable
@@ -115,13 +100,15 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
   metrics.jsonl, and with an eval split the evaluator's predictions.jsonl / metrics.json under eval/; holds
   MODEL_DIR/.lock while it runs (a second job on the directory is refused, train/lock.py).
   `eval_split=None` turns evaluation off; `eval_period=0` evaluates only at the end.
-  Seeds: `seed` draws every initialised leaf (and dropout); `prompt_seed` the prompt init, `data_seed` the data
-  order (both default to `seed`). Prompt ensembles vary only these two, so the K runs share all else.
+  Seeds: `seed` draws every initialised leaf (and dropout); `prompt_seed` the method's init step
+  (`prepare_params`: e.g. the prompt init), `data_seed` the data order (both default to `seed`). Prompt
+  ensembles vary only these two, so the K runs share all else.
   `buckets`: length buckets for training and evaluation batches (tasks/buckets.py; None = every batch padded
   to TASK_FEATURE_LENGTHS); the step compiles once per bucket, and the run log counts the compiles.
   """
   check_task_name(mixture_or_task_name)
   check_vocabulary(mixture_or_task_name, initial_checkpoint_path)
+  optimizer = gin_optimizer()  # a missing OPTIMIZER fails before MODEL_DIR is touched
   with lock.hold_model_dir(model_dir):  # a second job on a live MODEL_DIR is refused (train/lock.py)
     outputs.write_text(os.path.join(model_dir, "config.gin"), gin.config_str())
     evaluate = None
@@ -141,11 +128,11 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
                                       data_dir=data_dir, skip_malformed=skip_malformed, buckets=buckets)
     return trainer.train(
         model=model, model_dir=model_dir, train_steps=train_steps, batch_size=batch_size, train_data=data,
-        evaluate=evaluate, initial_checkpoint_path=initial_checkpoint_path, optimizer=gin_optimizer(),
+        evaluate=evaluate, initial_checkpoint_path=initial_checkpoint_path, optimizer=optimizer,
         mask_fn=configured(trainable.trainable_mask), eval_period=eval_period, checkpoint_period=checkpoint_period,
         keep_last=keep_last, keep_best=keep_best, best_metric=best_metric, seed=seed,
         num_partitions=num_partitions, metadata=metadata, show_progress=show_progress,
-        prepare_params=prepare_prompt(prompt_seed))
+        prepare_params=functools.partial(prepare_params, seed=prompt_seed))
 
 
 def restore_params(model: nn.Module, checkpoint_dir: str, initial_checkpoint_path: Optional[str],
@@ -175,16 +162,6 @@ def restore_params(model: nn.Module, checkpoint_dir: str, initial_checkpoint_pat
   return unflatten_params(base), found
 
 
-def _bank_model(model: nn.Module, num_prompts: int) -> nn.Module:
-  """`model` with a prompt bank of `num_prompts` (the gin-bound prompt factory, num_prompts overridden)."""
-  factory = getattr(getattr(model, "slots", None), "input_transform", None)
-  if factory is None:
-    raise ValueError(f"an ensemble of {num_prompts} checkpoints needs a prompt method (slots.input_transform), "
-                     f"but {type(model).__name__} has none bound")
-  slots = dataclasses.replace(model.slots, input_transform=functools.partial(factory, num_prompts=num_prompts))
-  return model.clone(slots=slots)
-
-
 @gin.configurable
 def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] = gin.REQUIRED,
              mixture_or_task_name: str = gin.REQUIRED, task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
@@ -198,9 +175,9 @@ def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] 
   predictions.jsonl and metrics.json and returns the metrics.
 
   checkpoint_dirs: training MODEL_DIRs. One: its `checkpoint_step` ('latest', 'best' or a number) is scored
-    (rank / generate / classifier, evaluation/evaluator.py). K > 1: each run's prompt is stacked into one bank
-    [K, P, d] and every batch is scored for all K prompts in one forward (evaluation/ensemble.py); the report
-    holds each prompt's metrics, their mean and best, and the majority-vote and mean-log-prob ensembles.
+    (rank / generate / classifier, evaluation/evaluator.py). K > 1: the runs are stacked into one model that
+    scores every batch for all K in one forward (evaluation/ensemble.py `stack_runs`); the report holds each
+    run's metrics, their mean and best, and the majority-vote and mean-log-prob ensembles.
   With several devices (or processes) the params are placed on a (data, model) mesh of `num_partitions` model
   shards and each batch's rows are split over its data axis (evaluation/evaluator.py).
   """
@@ -221,25 +198,13 @@ def evaluate(*, model: nn.Module = gin.REQUIRED, checkpoint_dirs: Sequence[str] 
     metrics = evaluator.evaluate(model, place(model, restored[0][0]), num_beams=num_beams,
                                  max_decode_length=max_decode_length, mesh=mesh, **common)
   else:
-    _check_only_prompts_differ(dirs, [params for params, _ in restored])
-    bank_model = _bank_model(model, len(dirs))
-    bank = place(bank_model, ensemble.stack_prompt_params([params for params, _ in restored]))
-    metrics = evaluator.evaluate_ensemble_dataset(bank_model, bank, len(dirs), mesh=mesh, **common)
+    stacked_model, stacked = ensemble.stack_runs(model, [params for params, _ in restored], dirs)
+    metrics = evaluator.evaluate_ensemble_dataset(stacked_model, place(stacked_model, stacked), len(dirs), mesh=mesh,
+                                                  **common)
   metrics = {**metrics, "checkpoints": {d: step for d, (_, step) in zip(dirs, restored)}}
   outputs.write_json(os.path.join(output_dir, "metrics.json"), metrics)
   return metrics
 
-
-def _check_only_prompts_differ(dirs: Sequence[str], trees: Sequence[dict]) -> None:
-  """A one-pass ensemble shares everything but the prompt bank; runs that trained more (e.g. a BERT head)
-  with different results cannot be stacked."""
-  first = flatten_params(trees[0])
-  for directory, tree in zip(dirs[1:], trees[1:]):
-    for path, value in flatten_params(tree).items():
-      if not path.endswith("prompt/prompt") and not np.array_equal(np.asarray(value), np.asarray(first[path])):
-        raise ValueError(f"ensemble: {path} differs between {dirs[0]} and {directory}; a prompt ensemble shares "
-                         f"every other parameter (train the prompts with the rest frozen, e.g. "
-                         f"trainable.trainable_mask.patterns = ['(^|/)prompt(/|$)'])")
 
 
 @gin.configurable

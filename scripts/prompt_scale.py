@@ -133,7 +133,7 @@ def gpc_report(config, frozen, data, args) -> dict:
                   layer_input_hook=functools.partial(gpc.gpc_factory, prompt_length=p, **cell))
     model = bert.BertModel(config, slots)
     fresh = nn.meta.unbox(model.init(jax.random.key(args.seed), data["input_ids"][:1])["params"])
-    # the frozen MiniLM, the fresh cell, and the prompt drawn as the trainer draws it (runs.prepare_prompt)
+    # the frozen MiniLM, the fresh cell, and the prompt drawn as the run's init step draws it (runs.prepare_params)
     params = {**frozen, "prompt": fresh["prompt"], "encoder": {**frozen["encoder"], "gpc": fresh["encoder"]["gpc"]}}
     params = prompts.initialize_prompt(params, initializer, jax.random.key(args.seed), embedding_table=table)
     inputs = layer_inputs(model, params, data)

@@ -14,17 +14,11 @@ from prompt_tuning_jax.peft import trainable
 from prompt_tuning_jax.train import cost, optimizers
 
 
-def method_optimizer():
-  """The parsed method file's OPTIMIZER, else prompt tuning's Adafactor (the trainer's default)."""
-  optimizer = gin_utils.configured_macro("OPTIMIZER", default=None)
-  return optimizers.build_optimizer(optimizers.prompt_tuning_optimizer() if optimizer is None else optimizer)
-
-
 def train_step_flops(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), *, batch_size: int,
                      input_length: int, target_length: int = 0) -> float:
   """FLOPs of one train step at [batch_size, input_length (+ target_length)] (module docstring)."""
   gin_utils.parse_gin(gin_files, [*gin_bindings, "TRAIN_STEPS = 1000"])  # schedules of method files need it
   model = gin_utils.configured_macro("MODEL")
   batch = cost.abstract_batch(model, batch_size, input_length, target_length)
-  return cost.flops(cost.lower_train_step(model, method_optimizer(), gin_utils.configured(trainable.trainable_mask),
-                                          batch))
+  optimizer = optimizers.gin_optimizer()  # the method file's OPTIMIZER, as a run builds it
+  return cost.flops(cost.lower_train_step(model, optimizer, gin_utils.configured(trainable.trainable_mask), batch))

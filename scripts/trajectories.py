@@ -11,7 +11,7 @@ for the parameter updates). tests/peft/test_trajectories.py imports this module 
 How a comparison runs (`compare_trajectories`):
   ours    the model's and the method's gin files (`Method`: slots, trainable mask patterns and OPTIMIZER, whose
           learning rate gets gin/results' linear_decay schedule; wrapped by optimizers.build_optimizer as
-          runs.gin_optimizer does, with clipping where the method clips), and train_step.train_step_fn jitted
+          optimizers.gin_optimizer does, with clipping where the method clips), and train_step.train_step_fn jitted
           with the state donated (make_train_step) on `loss_fn_for(model, z_loss=0.0)`, dropout off (rng None);
   theirs  a `TorchSide`: transformers' model (eval mode: no dropout, gradients still computed) holding our
           weights through the exporters (checkpoints/hf_bert.py, hf_t5.py, peft_export.py), wrapped by peft
@@ -203,7 +203,7 @@ def build_ours(model_files: Sequence[str], model_bindings: Sequence[str], method
   """Parses the model's gin files, then the method's; -> (ours, the torch side's AdamW for `steps` steps).
 
   The gin config stays parsed (the slots read it when the model runs). Our optimizer is the gin OPTIMIZER with
-  the schedule bound (`optimizer_bindings`), wrapped as runs.gin_optimizer does (+ method.max_grad_norm).
+  the schedule bound (`optimizer_bindings`), wrapped as optimizers.gin_optimizer does (+ method.max_grad_norm).
   base: the backbone's weights (e.g. MiniLM + a head), by path; None = `backbone_params`' init.
   compiler_options: XLA's, for the inits (tests pass fast-compile options).
   """

@@ -78,7 +78,7 @@ def _ours(task: str, length: int, method: str, batch_size: int, buckets: Any) ->
   gin_utils.parse_gin(["models/minilm.gin", METHOD_FILES[method]], [f"PROMPT_LENGTH = {PROMPT_LENGTH}"]
                       if method == "prompt_tuning" else [])
   model = gin_utils.configured_macro("MODEL")
-  params = runs.prepare_prompt(SEED)(trainer.initial_params(model, SEED, minilm.minilm_dir()))
+  params = runs.prepare_params(trainer.initial_params(model, SEED, minilm.minilm_dir()), seed=SEED)
   optimizer = optimizers.build_optimizer(optimizers.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY))
   mask = gin_utils.configured(trainable.trainable_mask)(params)
   state, frozen = train_step.init_train_state(params, mask, optimizer)

@@ -5,9 +5,11 @@
   majority_vote(scores), mean_log_prob(scores)                 # [b] class ids each
 
 `model_k` is the same model configured with `prompts.prompt_factory.num_prompts = K` (flax checks the bank's
-shape against the module's). The batch is tiled K times, copy k with `prompt_index = k`, and scored in one
-jitted forward [K*b]; `evaluate_ensemble` turns the scores of a dataset into per-prompt and ensemble metrics.
+shape against the module's); `stack_runs` gives both from K trained runs. The batch is tiled K times, copy k
+with `prompt_index = k`, and scored in one jitted forward [K*b]; `evaluate_ensemble` turns the scores of a
+dataset into per-prompt and ensemble metrics.
 """
+import dataclasses
 import functools
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -38,6 +40,38 @@ def stack_prompt_params(param_trees: Sequence[Mapping]) -> dict:
   if len(banks) != 1:
     raise ValueError(f"stack_prompt_params expects exactly one 'prompt/prompt' bank per tree, found {banks}")
   return unflatten_params({**flats[0], banks[0]: prompts.stack_prompts([flat[banks[0]] for flat in flats])})
+
+
+def bank_model(model: nn.Module, num_prompts: int) -> nn.Module:
+  """`model` with a prompt bank of `num_prompts` (its bound prompt factory, num_prompts overridden)."""
+  factory = getattr(getattr(model, "slots", None), "input_transform", None)
+  if factory is None:
+    raise ValueError(f"an ensemble of {num_prompts} checkpoints needs a prompt method (slots.input_transform), "
+                     f"but {type(model).__name__} has none bound")
+  slots = dataclasses.replace(model.slots, input_transform=functools.partial(factory, num_prompts=num_prompts))
+  return model.clone(slots=slots)
+
+
+def check_only_prompts_differ(names: Sequence[str], param_trees: Sequence[Mapping]) -> None:
+  """A one-pass ensemble shares everything but the prompt bank; runs that trained more (e.g. a BERT head)
+  with different results cannot be stacked (one error naming the leaf and both runs)."""
+  first = flatten_params(param_trees[0])
+  for name, tree in zip(names[1:], param_trees[1:]):
+    for path, value in flatten_params(tree).items():
+      if not prompts.is_prompt_bank(path) and not np.array_equal(np.asarray(value), np.asarray(first[path])):
+        raise ValueError(f"ensemble: {path} differs between {names[0]} and {name}; a prompt ensemble shares "
+                         f"every other parameter (train the prompts with the rest frozen, e.g. "
+                         f"trainable.trainable_mask.patterns = ['(^|/)prompt(/|$)'])")
+
+
+def stack_runs(model: nn.Module, param_trees: Sequence[Mapping], names: Sequence[str]) -> tuple[nn.Module, dict]:
+  """K trained runs of one single-prompt `model` -> (`model` with a bank of K prompts, the params with the runs'
+  prompts stacked [K, P, d]); `names` (e.g. their MODEL_DIRs) name the runs in errors.
+
+  Only the prompts may differ between the runs (`check_only_prompts_differ`).
+  """
+  check_only_prompts_differ(names, param_trees)
+  return bank_model(model, len(param_trees)), stack_prompt_params(param_trees)
 
 
 def tile_for_prompts(batch: Mapping[str, Array], num_prompts: int) -> tuple[dict[str, Array], Array]:

@@ -20,7 +20,6 @@ import numpy as np
 import seqio
 
 from prompt_tuning_jax.models import t5
-from prompt_tuning_jax.train import train_step
 
 Array = jax.Array
 
@@ -86,10 +85,8 @@ def rank_scores(model: nn.Module, params: dict, encoder_input_tokens: Array, lab
 def classifier_scores(model: nn.Module, params: dict, input_ids: Array, attention_mask: Array,
                       token_type_ids: Array, prompt_index: Optional[Array] = None) -> Array:
   """A BERT classifier's class log-probs: ids / masks / types [b, l] -> [b, num_labels] (sequence head) or
-  [b, l, num_labels] (token head; rows a prompt inserted are dropped, as in training)."""
+  [b, l, num_labels] (token head: one row per input token, models/bert.py)."""
   logits = model.apply({"params": params}, input_ids, attention_mask, token_type_ids, prompt_index=prompt_index)
-  if logits.ndim == 3:
-    logits = train_step.drop_inserted_rows(logits, input_ids.shape[1])  # [b, l', C] -> [b, l, C]
   return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
 

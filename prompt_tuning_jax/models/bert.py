@@ -191,6 +191,17 @@ class BertModel(nn.Module):
     return self.encode_from_embeddings(embedded, mask, input_ids, deterministic=not enable_dropout,
                                        cls_only=cls_only), mask
 
+  def token_rows(self, outputs: Array, length: int) -> Array:
+    """Per-row outputs [b, l', ...] -> the rows of the `length` input tokens [b, l, ...]: without the rows the
+    input_transform slot inserted (its `token_rows`, e.g. a prompt's after [CLS]); as they are when l' = l."""
+    if outputs.shape[1] == length:
+      return outputs
+    drop = getattr(self.input_transform, "token_rows", None)
+    if drop is None:
+      raise ValueError(f"the input_transform slot's {type(self.input_transform).__name__} turned {length} input rows "
+                       f"into {outputs.shape[1]} but has no token_rows method to drop its own (models/slots.py)")
+    return drop(outputs)
+
   def pool(self, hidden: Array) -> Array:
     """[b, l, d] -> tanh(dense(hidden[:, 0])) [b, d]."""
     return jnp.tanh(self.pooler(hidden[:, 0]))
@@ -258,10 +269,9 @@ class BertForSequenceClassification(nn.Module):
 
 
 class BertForTokenClassification(nn.Module):
-  """`bert` (no pooler, as HF) -> dropout -> per-token `classifier`: logits [b, l', num_labels] float32.
-
-  l' = l plus any prompt length the input_transform slot adds.
-  """
+  """`bert` (no pooler, as HF) -> dropout -> per-token `classifier`: logits [b, l, num_labels] float32, one row
+  per input token: rows the input_transform slot inserted (a prompt) are dropped (`BertModel.token_rows`), so
+  the logits line up with the labels."""
   config: BertConfig
   slots: Slots = NO_SLOTS
 
@@ -270,10 +280,12 @@ class BertForTokenClassification(nn.Module):
                token_type_ids: Optional[Array] = None, *, prompt_index: Optional[Array] = None,
                enable_dropout: bool = False) -> Array:
     cfg = self.config
-    hidden, _ = BertModel(cfg, self.slots, name="bert").encode(
-        input_ids, attention_mask, token_type_ids, prompt_index=prompt_index, enable_dropout=enable_dropout)
+    bert = BertModel(cfg, self.slots, name="bert")
+    hidden, _ = bert.encode(input_ids, attention_mask, token_type_ids, prompt_index=prompt_index,
+                            enable_dropout=enable_dropout)  # [b, l', d]
     hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=not enable_dropout)
-    return _dense(cfg, cfg.num_labels, ("embed", "labels"), "classifier")(hidden).astype(jnp.float32)
+    logits = _dense(cfg, cfg.num_labels, ("embed", "labels"), "classifier")(hidden).astype(jnp.float32)
+    return bert.token_rows(logits, input_ids.shape[1])  # [b, l', C] -> [b, l, C]
 
 
 HEADS = {"sequence_classification": BertForSequenceClassification,

@@ -15,7 +15,9 @@ Slot contracts (shapes use b=batch, l=length, d=embed, n=heads, h=head_dim):
       -> (embedded [b,l',d], mask [b,l'])            prompt tuning (before input dropout); prompt_index [b]
                                                      or None picks each example's prompt from a bank;
                                                      embedded may be rows.RowBlocks (blocks joined by the
-                                                     first layer after its row-wise work)
+                                                     first layer after its row-wise work); m.token_rows(x
+                                                     [b,l',...]) -> [b,l,...] drops the rows it inserted
+                                                     (per-token heads return the input's rows only)
   layer_input_hook(where, num_layers, embed_dim) -> m(h [b,l,d], layer: int, state, context, *, deterministic)
       -> (h, state)                                  PASTA deltas, GPC cell between layers
   attention_kv_prefix(where, num_heads, head_dim) -> m(batch: int) -> (keys [b,p,n,h], values [b,p,n,h], gated)

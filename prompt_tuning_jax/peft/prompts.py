@@ -108,6 +108,11 @@ class Prompt(nn.Module):
     mask = jnp.concatenate([mask[:, :o], prompt_mask, mask[:, o:]], axis=1)  # [b, l] -> [b, P+l]
     return embedded, mask
 
+  def token_rows(self, outputs: Array) -> Array:
+    """Per-row outputs [b, P+l, ...] -> the input tokens' rows [b, l, ...] (a per-token head drops the prompt's)."""
+    o = self.offset
+    return jnp.concatenate([outputs[:, :o], outputs[:, o + self.length:]], axis=1)  # [b, P+l, ..] -> [b, l, ..]
+
 
 def prompt_factory(*, where: str, backbone: str, embed_dim: int, prompt_length: int,
                    initializer: Any = prompt_init.RandomUniform(), num_prompts: int = 1,

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import optax
 
+from prompt_tuning_jax import gin_utils
 from prompt_tuning_jax.peft import trainable
 
 LearningRate = Union[float, optax.Schedule]
@@ -45,6 +46,19 @@ def build_optimizer(inner: optax.GradientTransformation, max_grad_norm: Optional
   if max_grad_norm is None:
     return inner
   return optax.chain(optax.clip_by_global_norm(max_grad_norm), inner)
+
+
+def gin_optimizer() -> optax.GradientTransformation:
+  """The run's optimizer: the gin `OPTIMIZER` macro, which every method file binds (the functions below are each
+  method's); a one-line error when none is bound. A `HEAD_OPTIMIZER` macro (not None) gives the BERT head its
+  own (with_head; gin/results/run.gin)."""
+  optimizer = gin_utils.configured_macro("OPTIMIZER", default=None)
+  if optimizer is None:
+    raise ValueError("the gin macro OPTIMIZER is not bound: the method's gin file binds it (each of gin/methods/"
+                     "*.gin does, e.g. methods/prompt_tuning.gin: OPTIMIZER = @optimizers.prompt_tuning_optimizer()"
+                     "); bind it in yours (train/optimizers.py lists each method's)")
+  head = gin_utils.configured_macro("HEAD_OPTIMIZER", default=None)
+  return with_head(optimizer, head) if head is not None else build_optimizer(optimizer)
 
 
 def linear_decay(peak_value: float, total_steps: int, warmup_steps: int = 0,

@@ -98,28 +98,17 @@ def text_to_text_loss(logits: Array, targets: Array, weights: Optional[Array] = 
   return loss, {"cross_entropy": _mean(cross_entropy, weights), "accuracy": accuracy}
 
 
-def drop_inserted_rows(logits: Array, length: int, prompt_offset: int = 1) -> Array:
-  """Token logits [b, l', C] -> [b, l, C]: drops the l' - l rows an input_transform inserted at `prompt_offset`
-  (BERT prompts go right after [CLS], peft/prompts.py); those rows belong to no input token."""
-  inserted = logits.shape[1] - length
-  if inserted < 0:
-    raise ValueError(f"logits length {logits.shape[1]} < labels length {length}")
-  if not inserted:
-    return logits
-  o = prompt_offset
-  return jnp.concatenate([logits[:, :o], logits[:, o + inserted:]], axis=1)  # [b, l', C] -> [b, l, C]
-
-
-def classification_loss(logits: Array, labels: Array, prompt_offset: int = 1) -> tuple[Array, Metrics]:
+def classification_loss(logits: Array, labels: Array) -> tuple[Array, Metrics]:
   """Cross-entropy on class logits; labels equal to -100 are ignored (HF).
 
   Args:
-    logits: [b, C] (sequence classification) or [b, l', C] (token classification).
-    labels: [b] or [b, l]. When l' > l an input_transform inserted l' - l rows at `prompt_offset`; those
-      rows carry no label and are dropped (`drop_inserted_rows`).
+    logits: [b, C] (sequence classification) or [b, l, C] (token classification: one row per input token;
+      the head has dropped any rows a prompt inserted, models/bert.py).
+    labels: [b] or [b, l].
   """
-  if logits.ndim == 3:
-    logits = drop_inserted_rows(logits, labels.shape[1], prompt_offset)
+  if logits.shape[:-1] != labels.shape:
+    raise ValueError(f"logits {tuple(logits.shape)} do not fit labels {tuple(labels.shape)}: expected logits "
+                     f"{tuple(labels.shape) + tuple(logits.shape[-1:])}")
   weights = (labels != IGNORE_LABEL).astype(jnp.float32)
   safe_labels = jnp.where(labels == IGNORE_LABEL, 0, labels)
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

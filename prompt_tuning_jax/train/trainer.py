@@ -1,6 +1,7 @@
 """The training loop: frozen base + PEFT params, masked optimizer, PEFT-only checkpoints, periodic eval.
 
-  final = train(model=..., model_dir=..., train_steps=..., batch_size=..., train_data=..., evaluate=...)
+  final = train(model=..., model_dir=..., train_steps=..., batch_size=..., train_data=..., optimizer=...,
+                evaluate=...)
 
 Resuming is exact: the data order is a pure function of (seed, batches consumed), the dropout rng of step
 t is fold_in(rng, t), and a checkpoint holds the trainable leaves, optimizer state, step and data position.
@@ -57,8 +58,8 @@ def initial_params(model: nn.Module, seed: int, initial_checkpoint_path: Optiona
 
 
 def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int, train_data: TrainData,
-          evaluate: Optional[Evaluate] = None, initial_checkpoint_path: Optional[str] = None,
-          optimizer: Optional[optax.GradientTransformation] = None,
+          optimizer: optax.GradientTransformation, evaluate: Optional[Evaluate] = None,
+          initial_checkpoint_path: Optional[str] = None,
           mask_fn: Callable[[dict], dict] = trainable.trainable_mask, eval_period: int = 0,
           checkpoint_period: int = 100, keep_last: int = 2, keep_best: int = 1,
           best_metric: Optional[str] = None, seed: int = 0, dropout: bool = True, num_partitions: int = 1,
@@ -75,17 +76,16 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
     train_data: see `TrainData`; each process feeds its rows of every global batch (partitioning.host_rows).
     evaluate: called every `eval_period` steps and at the end; its metrics go to TensorBoard and
       metrics.jsonl, and `best_metric` among them ranks checkpoints (best `keep_best` are kept).
-    optimizer: over the trainable partition (train/optimizers.py); default Adafactor prompt tuning.
+    optimizer: over the trainable partition (train/optimizers.py: each method's).
     mask_fn: params -> trainable mask (peft/trainable.py; gin-configured).
     checkpoint_period: save every this many steps (and at the end).
     dropout: train with dropout (the model's rates).
     num_partitions: size of the mesh's 'model' axis; the rest of the devices form 'data'.
     metadata: stored with every checkpoint (model, method, vocabulary, feature lengths ...).
-    prepare_params: applied to the full params after the frozen base is loaded and before the split,
-      e.g. drawing table-based prompt inits (peft/prompts.py `initialize_prompt`).
+    prepare_params: applied to the full params after the frozen base is loaded and before the split, e.g. a
+      method's init step that draws from the frozen token table (runs.prepare_params).
   """
   os.makedirs(model_dir, exist_ok=True)
-  optimizer = optimizer or default_optimizer()
   mesh = partitioning.create_mesh(num_partitions)
   params = initial_params(model, seed, initial_checkpoint_path)
   if prepare_params is not None:
@@ -160,12 +160,6 @@ def _numbers(metrics: dict) -> dict[str, float]:
   """The numeric entries of an evaluator's result (it also reports e.g. 'scoring': 'rank')."""
   return {k: float(v) for k, v in metrics.items()
           if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
-
-
-def default_optimizer() -> optax.GradientTransformation:
-  """Prompt tuning's Adafactor (lr 0.3, decay 0.8, no parameter scaling), for a run that binds no optimizer."""
-  from prompt_tuning_jax.train import optimizers  # pylint: disable=g-import-not-at-top
-  return optimizers.build_optimizer(optimizers.prompt_tuning_optimizer())
 
 
 def _place(model: nn.Module, mesh, state: train_step.TrainState, frozen: dict):

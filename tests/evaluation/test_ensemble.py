@@ -8,6 +8,7 @@ from prompt_tuning_jax import gin_utils
 from prompt_tuning_jax.checkpoints.tree import flatten_params
 from prompt_tuning_jax.evaluation import ensemble, metrics, rank_classification
 from prompt_tuning_jax.models import inputs
+from prompt_tuning_jax.models.slots import Slots
 
 K = 3
 BACKBONES = {
@@ -64,6 +65,27 @@ def test_bank_forward_equals_single_prompt_runs(backbone):
     np.testing.assert_array_equal(scores[k].argmax(-1), single.argmax(-1))
   assert not np.allclose(scores[0], scores[1])  # the prompts differ, so do their scores
 
+
+
+def test_stack_runs_gives_the_bank_model_and_refuses_runs_that_differ_beyond_their_prompts():
+  model, shapes = build("bert", 1)
+  rng = np.random.default_rng(1)
+  base = random_like(shapes, rng)
+  runs = [{**base, "bert": {**base["bert"], "prompt": {"prompt": rng.uniform(-0.5, 0.5, (1, 3, 16)).astype(np.float32)}}}
+          for _ in range(2)]
+  stacked_model, stacked = ensemble.stack_runs(model, runs, ["run0", "run1"])
+  args, kwargs = inputs.example_inputs(stacked_model)
+  abstract = flatten_params(nn.meta.unbox(jax.eval_shape(stacked_model.init, jax.random.key(0), *args,
+                                                         **kwargs)["params"]))
+  bank = flatten_params(stacked)["bert/prompt/prompt"]
+  assert abstract["bert/prompt/prompt"].shape == bank.shape == (2, 3, 16)
+  for k, run in enumerate(runs):
+    np.testing.assert_array_equal(bank[k], run["bert"]["prompt"]["prompt"][0])
+  head_trained = {**runs[1], "classifier": {**runs[1]["classifier"], "bias": runs[1]["classifier"]["bias"] + 1}}
+  with pytest.raises(ValueError, match=r"ensemble: classifier/bias differs between run0 and run1"):
+    ensemble.stack_runs(model, [runs[0], head_trained], ["run0", "run1"])
+  with pytest.raises(ValueError, match=r"an ensemble of 2 checkpoints needs a prompt method"):
+    ensemble.stack_runs(model.clone(slots=Slots()), runs, ["run0", "run1"])
 
 def test_tile_for_prompts_is_prompt_major():
   tiled, index = ensemble.tile_for_prompts({"x": np.arange(2)[:, None]}, 3)

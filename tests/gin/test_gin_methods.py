@@ -1,18 +1,20 @@
 """Every shipped method gin file trains with the optimizer its METHODS.md section documents (optimizers.py).
 
-The optimizer is resolved as a run resolves it (`runs.gin_optimizer` after `gin_utils.parse_gin`) and compared
+The optimizer is resolved as a run resolves it (`optimizers.gin_optimizer` after `gin_utils.parse_gin`) and compared
 by behaviour: three updates on the same parameters and gradients must equal the documented optimizer's.
 """
 import glob
 import os
 
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from prompt_tuning_jax import gin_utils, runs
+from prompt_tuning_jax import gin_utils
+from prompt_tuning_jax.train import optimizers
 
 METHODS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "gin", "methods")
 # Each method's optimizer written out in optax from METHODS.md's numbers, not through optimizers.py.
@@ -73,7 +75,7 @@ def trajectory(optimizer):
 
 def resolved(gin_files, bindings=()):
   gin_utils.parse_gin(gin_files, bindings)
-  return trajectory(runs.gin_optimizer())
+  return trajectory(optimizers.gin_optimizer())
 
 
 def test_every_method_file_is_covered_and_the_comparison_tells_the_optimizers_apart():
@@ -107,3 +109,34 @@ def test_results_gpc_keeps_the_shared_prompt_optimizer():
   expected = optax.multi_transform({"prompt": decaying(3e-2), "cell": decaying(1e-3)}, GPC_LABELS)
   np.testing.assert_allclose(got, trajectory(expected), rtol=1e-5, atol=1e-9)
   assert not np.allclose(got, trajectory(GPC()), rtol=1e-3, atol=1e-9)
+
+
+def bindings_of(gin_files):
+  """The binding lines of gin.config_str() after parsing `gin_files` (imports and comments left out)."""
+  gin_utils.parse_gin(gin_files, finalize=False)
+  return {line for line in gin.config_str(max_line_length=10_000).splitlines()
+          if line.strip() and not line.startswith(("#", "from ", "import "))}
+
+
+# What each prompt variant binds on top of methods/prompt_tuning.gin, which it includes (directly or through
+# another variant); every other binding must be the included one's.
+PROMPT_VARIANTS = {
+    "prompt_tuning_random": ["PROMPT_INIT = @prompt_init.RandomUniform()"],
+    "prompt_tuning_vocab": ["PROMPT_INIT = @prompt_init.SampledVocab()"],
+    "gpc": ["PROMPT_INIT = @prompt_init.SampledVocab()", "OPTIMIZER = @optimizers.gpc_optimizer()",
+            "slots.Slots.layer_input_hook = @gpc.gpc_factory", "gpc.gpc_factory.placement = %PROMPT_PLACEMENT",
+            "gpc.gpc_factory.prompt_length = %PROMPT_LENGTH"],
+}
+
+
+@pytest.mark.parametrize("variant", sorted(PROMPT_VARIANTS))
+def test_prompt_variants_include_the_prompt_block_and_change_only_their_own_bindings(variant):
+  path = gin_utils.resolve_gin_file(f"methods/{variant}.gin")
+  base_text = open(gin_utils.resolve_gin_file("methods/prompt_tuning.gin")).read()
+  assert base_text in gin_utils.gin_texts(path)[1:], f"{variant}.gin does not include methods/prompt_tuning.gin"
+  assert "prompts.prompt_factory" not in open(path).read(), f"{variant}.gin still copies the prompt block"
+  base = bindings_of(["models/minilm.gin", "methods/prompt_tuning.gin"])
+  own = set(PROMPT_VARIANTS[variant])
+  replaced = {line.split(" = ")[0] for line in own}
+  expected = {line for line in base if line.split(" = ")[0] not in replaced} | own
+  assert bindings_of(["models/minilm.gin", f"methods/{variant}.gin"]) == expected

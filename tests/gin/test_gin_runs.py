@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from prompt_tuning_jax import cli, gin_utils, runs
+from prompt_tuning_jax.train import optimizers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_FILES = {"finetune": [runs.train], "demo": [runs.train], "eval": [runs.evaluate],
@@ -58,7 +59,7 @@ def test_demo_file_is_the_documented_run():
                       optax.adamw(schedule, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1))
   head = optax.adamw(schedule, eps=1e-6, weight_decay=0.0)
   expected = optax.multi_transform({"inner": inner, "head": head}, labels)
-  got = runs.gin_optimizer()
+  got = optimizers.gin_optimizer()
   paths = []
   for optimizer in (got, expected):
     state, moved = optimizer.init(params), params
@@ -78,6 +79,24 @@ def test_a_missing_required_macro_fails_in_one_line_naming_it(capsys):
   err = capsys.readouterr().err.strip()
   assert "MODEL_DIR" in err and "gin.REQUIRED" in err and len(err.splitlines()) == 1, err
 
+
+
+def test_a_method_file_without_optimizer_fails_in_one_line_naming_the_macro(tmp_path, capsys):
+  """No default optimizer stands in (it used to be prompt tuning's Adafactor): the method's file binds OPTIMIZER."""
+  lora = open(gin_utils.resolve_gin_file("methods/lora.gin")).read()
+  method = tmp_path / "lora_without_optimizer.gin"
+  method.write_text("\n".join(line for line in lora.splitlines() if not line.startswith("OPTIMIZER")))
+  model_dir = tmp_path / "run"
+  argv = ["--gin_file=models/minilm.gin", f"--gin_file={method}", "--gin_file=runs/finetune.gin",
+          f"--gin.MODEL_DIR='{model_dir}'", "--gin.MIXTURE_OR_TASK_NAME='bert_glue_rte'",
+          "--gin.TASK_FEATURE_LENGTHS={'input_ids': 32}"]
+  assert cli.main(argv, runs.train, "test") == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1, err
+  assert "OPTIMIZER is not bound" in err and "gin/methods/" in err and "methods/prompt_tuning.gin" in err, err
+  assert not model_dir.exists()  # refused before MODEL_DIR is touched
+  gin_utils.parse_gin(["models/minilm.gin", "methods/lora.gin"])
+  assert optimizers.gin_optimizer() is not None
 
 def test_a_misspelled_macro_binding_fails_in_one_line_naming_it_and_the_close_match(capsys):
   """gin itself accepts `--gin.TRAIN_STEP=5` and trains the file's TRAIN_STEPS: the run would be silently wrong."""
@@ -105,7 +124,7 @@ def test_results_runs_give_the_head_its_own_learning_rate(method_file, inner_lr,
   import numpy as np  # pylint: disable=g-import-not-at-top
   gin_utils.parse_gin(["models/minilm.gin", method_file, "results/run.gin"],
                       ["TRAIN_STEPS = 100", "optimizers.linear_decay.warmup_fraction = 0.0"], finalize=False)
-  optimizer = runs.gin_optimizer()
+  optimizer = optimizers.gin_optimizer()
   params = {"bert": {"layers_0": {"attention": {"lora_query": {"a": jnp.zeros(3)}}}},
             "classifier": {"kernel": jnp.zeros(3)}}
   updates, _ = optimizer.update(jax.tree_util.tree_map(jnp.ones_like, params), optimizer.init(params), params)

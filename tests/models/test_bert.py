@@ -217,8 +217,12 @@ def test_slots_are_called_where_expected_and_identity_is_exact(identity_slots):
 
 
 class _Prompt(nn.Module):
-  """A minimal prompt bank: row prompt_index (default 0) of [2, p, d] goes before the inputs, always attended."""
+  """A minimal prompt bank: row prompt_index (default 0) of [2, p, d] goes before the inputs, always attended;
+  `token_rows` drops its rows from per-row outputs (models/slots.py)."""
   length: int
+
+  def token_rows(self, outputs):
+    return outputs[:, self.length:]
 
   @nn.compact
   def __call__(self, embedded, mask, tokens, *, prompt_index, deterministic):
@@ -243,7 +247,18 @@ def test_input_transform_adds_prompts_and_sees_prompt_index(head):
   np.testing.assert_array_equal(first[:2], second[:2])
   assert not np.allclose(first[2], second[2])
   if head == "token_classification":
-    assert first.shape == (3, 9 + 4, TINY.num_labels)
+    assert first.shape == (3, 9, TINY.num_labels)  # one row per input token: the 4 prompt rows are dropped
+
+
+class _PromptWithoutTokenRows(_Prompt):
+  token_rows = None
+
+
+def test_token_head_names_an_input_transform_that_cannot_drop_its_rows():
+  slots = Slots(input_transform=lambda where, backbone, embed_dim: _PromptWithoutTokenRows(4, name="prompt"))
+  with pytest.raises(ValueError, match=r"_PromptWithoutTokenRows turned 9 input rows into 13 but has no "
+                                       r"token_rows method"):
+    bert.BertForTokenClassification(TINY, slots).init(jax.random.key(0), *tiny_batch())
 
 
 def test_too_long_input_names_both_lengths():

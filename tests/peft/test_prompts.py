@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_tuning_jax import gin_utils
+from prompt_tuning_jax import gin_utils, runs
 from prompt_tuning_jax.models import bert, rows, t5_config
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
@@ -110,6 +110,22 @@ def test_bert_cls_stays_at_position_zero():
                                              method=bert.BertModel.encode_from_embeddings)
   np.testing.assert_allclose(hidden, expected, atol=1e-6, rtol=0)
 
+
+def test_bert_token_head_returns_the_input_tokens_rows_without_the_prompts():
+  """Token logits [b, l, C]: the classifier over the encoder's [b, P+l, d] with the prompt's rows 1..P taken out
+  (numpy), so they line up with the input tokens (and the labels)."""
+  ids = np.random.default_rng(2).integers(1, 97, (2, 7)).astype(np.int32)
+  ids[1, 5:] = 0
+  model = with_prompt(bert.BertForTokenClassification, BERT_TINY.replace(num_labels=3))
+  params = init(model, ids)
+  logits = np.asarray(model.apply({"params": params}, ids))
+  hidden, _ = with_prompt(bert.BertModel, BERT_TINY).apply({"params": params["bert"]}, ids,
+                                                           method=bert.BertModel.encode)  # [b, P+l, d]
+  kernel, bias = (np.asarray(params["classifier"][k]) for k in ("kernel", "bias"))
+  every_row = np.asarray(hidden) @ kernel + bias  # [b, P+l, C]
+  expected = np.concatenate([every_row[:, :1], every_row[:, 1 + P:]], axis=1)  # [b, l, C]
+  assert logits.shape == (2, 7, 3)
+  np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
 
 @pytest.mark.parametrize("backbone", ["t5", "bert"])
 def test_first_layer_forms_no_input_gradient_for_the_frozen_token_rows(backbone):
@@ -381,6 +397,24 @@ def test_results_files_bind_bert_scale_inits():
   assert gin_utils.configured_macro("PROMPT_INIT") == prompt_init.MatchTableNorm(
       prompt_init.RandomUniform())
 
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prompt_tuning_random", "prompt_tuning_vocab", "gpc"])
+def test_prompt_files_bind_the_runs_init_step(method):
+  """runs.prepare_params, which runs.train applies once the frozen base is loaded, draws every prompt file's bank
+  with its PROMPT_INIT and key(seed + 2); a method file that binds no init step leaves the params as they are."""
+  tiny = [f"t5_config.preset.{k} = {v}" for k, v in dict(vocab_size=128, embed_dim=32, num_heads=4, head_dim=8,
+                                                          mlp_dim=64, num_encoder_layers=2, num_decoder_layers=2).items()]
+  gin_utils.parse_gin(["models/t5_1_1_small.gin", f"methods/{method}.gin"], [*tiny, f"PROMPT_LENGTH = {P}"])
+  model = gin_utils.configured_macro("MODEL")
+  params = init(model, t5_tokens(4), t5_tokens(4)[:, :2])
+  prepared = runs.prepare_params(params, seed=5)
+  initializer = gin_utils.configured_macro("PROMPT_INIT")
+  expected = prompts.initialize_prompt(params, initializer, jax.random.key(7))["encoder"]["prompt"]["prompt"]
+  np.testing.assert_array_equal(prepared["encoder"]["prompt"]["prompt"], expected)
+  assert np.isfinite(expected).all()
+  gin_utils.parse_gin(["models/t5_1_1_small.gin", "methods/lora.gin"], tiny)
+  assert runs.prepare_params(params, seed=5) is params
 
 def test_bert_population_is_frequent_whole_words(minilm_dir):
   """MiniLM's vocab.txt: ids 1996..6995 (SampledVocab.population_start = 1996) start at 'the', hold no single

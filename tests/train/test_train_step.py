@@ -54,14 +54,17 @@ def test_classification_losses_match_numpy():
   loss, metrics = train_step.classification_loss(jnp.asarray(logits), jnp.asarray(labels))
   np.testing.assert_allclose(loss, -np_log_softmax(logits)[np.arange(4), labels].mean(), rtol=1e-6)
   assert float(metrics["accuracy"]) == (logits.argmax(-1) == labels).mean()
-  # Token classification with 2 prompt rows inserted after [CLS] and ignored labels (-100).
-  token_logits = rng.normal(size=(2, 6, 3)).astype(np.float32)
+  # Token classification with ignored labels (-100); the head returns one row per input token (a prompt's rows
+  # are dropped by the model: tests/peft/test_prompts.py), so logits with rows left over are refused.
+  token_logits = rng.normal(size=(2, 4, 3)).astype(np.float32)
   token_labels = np.array([[-100, 1, 2, -100], [0, 0, -100, -100]])
   loss, _ = train_step.classification_loss(jnp.asarray(token_logits), jnp.asarray(token_labels))
-  text_logits = np.concatenate([token_logits[:, :1], token_logits[:, 3:]], axis=1)  # drop rows 1, 2
   keep = token_labels != -100
-  expected = -np.take_along_axis(np_log_softmax(text_logits), np.where(keep, token_labels, 0)[..., None], -1)
+  expected = -np.take_along_axis(np_log_softmax(token_logits), np.where(keep, token_labels, 0)[..., None], -1)
   np.testing.assert_allclose(loss, expected[..., 0][keep].mean(), rtol=1e-6)
+  with_prompt_rows = jnp.asarray(rng.normal(size=(2, 6, 3)).astype(np.float32))
+  with pytest.raises(ValueError, match=r"logits \(2, 6, 3\) do not fit labels \(2, 4\): expected logits \(2, 4, 3\)"):
+    train_step.classification_loss(with_prompt_rows, jnp.asarray(token_labels))
 
 
 def test_step_equals_full_gradient_restricted_to_the_trainable_leaves():
