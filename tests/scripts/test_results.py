@@ -116,6 +116,18 @@ def test_sweep_plan_covers_each_swept_rate_and_borrowed_rates_name_a_swept_metho
       assert lender.sweep and lender.sweep_macro == method.sweep_macro, name
 
 
+
+def test_flags_cut_the_setting_and_the_head_plan():
+  setting = results.setting_from("cpu", tasks="bert_glue_rte", seeds="0,1", train_steps=7, ensembles=True)
+  assert setting.tasks == setting.ensemble_tasks == ("bert_glue_rte",) and setting.seeds == (0, 1)
+  assert setting.steps("bert_glue_rte") == 7 and setting.methods == config.SETTINGS["cpu"].methods
+  assert results.setting_from("cpu", tasks="bert_glue_rte").ensemble_tasks == config.SETTINGS["cpu"].ensemble_tasks
+  with pytest.raises(SystemExit, match=r"unknown methods \['nope'\]"):
+    results.setting_from("smoke", methods="nope")
+  plan = results.make_plan(config.SETTINGS["sweep"], heads=True, variants="cls")
+  assert [(run.method, run.variant) for run in plan] == [(m, "cls") for m in config.HEAD_METHODS]
+  assert plan[0].directory == os.path.join("bert_glue_sst2", config.HEAD_METHODS[0], "head_cls", "seed_0")
+
 def test_seed_values_show_each_seed():
   assert report.seed_values([80.0]) == "80.00"
   assert report.seed_values([80.0, 82.0, 81.0]) == "81.00 ± 1.00 [80.0, 82.0, 81.0]"
