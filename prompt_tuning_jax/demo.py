@@ -14,7 +14,7 @@ import time
 from typing import Sequence
 
 from prompt_tuning_jax import cli, gin_utils
-from prompt_tuning_jax.minilm import minilm_dir  # also scripts/results_runs.py's `demo.minilm_dir`
+from prompt_tuning_jax.minilm import minilm_dir
 
 DEMO_FILES = ("models/minilm.gin", "methods/lora.gin", "runs/demo.gin")
 

@@ -7,7 +7,7 @@
 Sets PTJ_NOTEBOOK_TINY=0, PTJ_NOTEBOOK_SETTING, PTJ_NOTEBOOK_OUT and (with --tasks / --seeds)
 PTJ_NOTEBOOK_TASKS / PTJ_NOTEBOOK_SEEDS (notebooks/notebook_setup.py) for the kernel, which is this interpreter.
 The notebooks in notebooks/ stay without outputs; each executed copy, outputs and all, is written to
---executed_dir. Runs that finished in --out_dir are reused (scripts/results_runs.py).
+--executed_dir. Runs that finished in --out_dir are reused (prompt_tuning_jax/experiments/training.py).
 """
 import argparse
 import os
@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("notebooks", nargs="+")
-  parser.add_argument("--setting", default="cpu", help="a scripts/results_config.py setting")
+  parser.add_argument("--setting", default="cpu", help="a prompt_tuning_jax/experiments/config.py setting")
   parser.add_argument("--out_dir", help="default: runs/notebooks/<setting>")
   parser.add_argument("--executed_dir", default=os.path.join(REPO, "runs", "notebooks", "executed"))
   parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds per cell")

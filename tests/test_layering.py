@@ -31,6 +31,9 @@ LAYERS = {
     "prompt_tuning_jax.params": 6, "prompt_tuning_jax.eval": 6,
     "prompt_tuning_jax.infer": 6, "prompt_tuning_jax.train.__main__": 6, "prompt_tuning_jax.demo": 6,
     "prompt_tuning_jax.launch": 6, "prompt_tuning_jax.bench": 6,
+    # scripts/' library (what the scripts, notebooks and tests import), above the entry points: each run's
+    # result.json counts its parameters with params.parameter_report
+    "prompt_tuning_jax.experiments": 7,
 }
 
 
@@ -123,6 +126,9 @@ def test_dependencies_point_one_way():
     ("prompt_tuning_jax.evaluation.evaluator", "prompt_tuning_jax.train.partitioning", False),
     ("tasks.registry", "prompt_tuning_jax.evaluation.metrics", False),
     ("prompt_tuning_jax.train.__main__", "prompt_tuning_jax.runs", False),
+    ("prompt_tuning_jax.experiments.training", "prompt_tuning_jax.params", False),
+    ("prompt_tuning_jax.params", "prompt_tuning_jax.experiments.config", True),
+    ("prompt_tuning_jax.bench.runner", "prompt_tuning_jax.experiments.step_flops", True),
 ])
 def test_the_rule_itself(module, imported, bad):
   assert bool(_violations(module, imported)) == bad

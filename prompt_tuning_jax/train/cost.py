@@ -6,7 +6,7 @@
 
 The step is train/train_step.py's (forward, backward over the trainable partition, the optimizer update).
 Nothing is allocated: the parameters (models/inputs.py `abstract_params`), the train state and the batch are
-`jax.ShapeDtypeStruct`s, so an XXL step reports on a laptop. Used by scripts/step_flops.py (gin-configured
+`jax.ShapeDtypeStruct`s, so an XXL step reports on a laptop. Used by experiments/step_flops.py (gin-configured
 models), the benchmark (bench/ours.py) and the FLOPs claim of DESIGN.md (tests/train/test_train_step.py).
 NOTE: XLA counts a multiply-add as 2 FLOPs, and a while loop's body once: lower an unscanned model
 (`scan_layers=False`) to count every layer.

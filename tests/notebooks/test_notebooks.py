@@ -13,6 +13,8 @@ import nbclient
 import nbformat
 import pytest
 
+from prompt_tuning_jax.experiments import config
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTEBOOK_DIR = os.path.join(REPO, "notebooks")
 NOTEBOOKS = sorted(name for name in os.listdir(NOTEBOOK_DIR) if name.endswith(".ipynb"))
@@ -82,8 +84,7 @@ def test_a_real_setting_takes_its_tasks_and_seeds_from_the_environment(monkeypat
   chosen = notebook_setup.setting(tasks=("bert_glue_sst2",))
   assert chosen.tasks == chosen.ensemble_tasks == ("bert_super_glue_cb", "bert_glue_rte")
   assert chosen.ensemble_prompts == 5 and chosen.train_steps == "cpu"  # the rest is the cpu setting's
-  import results_config  # pylint: disable=import-outside-toplevel  (notebook_setup put scripts/ on the path)
-  rte = results_config.TASKS["bert_glue_rte"]
+  rte = config.TASKS["bert_glue_rte"]
   assert chosen.steps("bert_glue_rte") == rte.cpu_steps != rte.train_steps  # the cpu setting's, not the full one's
   monkeypatch.setenv("PTJ_NOTEBOOK_SEEDS", "0,1,2")
   assert notebook_setup.setting().seeds == (0, 1, 2)

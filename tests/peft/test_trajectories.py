@@ -4,7 +4,7 @@ Each case starts both sides from the same weights (our init, exported through ch
 AdamW steps on the same batches (two fixed batches, alternated so that the loss falls), float32 on CPU, dropout
 off on both sides (our rng None; torch eval mode, gradients on). Ours: the method's gin/methods file (slots,
 trainable patterns, OPTIMIZER) with a linear_decay schedule bound as gin/results files do, and the project's
-train step (scripts/trajectories.py, `build_ours` / `train_ours`). Theirs: peft (LoRA, prompt and prefix
+train step (experiments/trajectories.py, `build_ours` / `train_ours`). Theirs: peft (LoRA, prompt and prefix
 tuning), plain transformers (full fine-tuning, BitFit) or hand-written torch modules on transformers' BERT
 (adapters, FL-tuning, PASTA, prompt tuning + the Global Prompt Cell (GPC): peft lacks them), with
 torch.optim.AdamW + get_linear_schedule_with_warmup (+ clip_grad_norm_) set from trajectories.TORCH_SETTINGS,
@@ -38,8 +38,6 @@ Where our math and peft's differ, the matching form is tested:
 """
 import dataclasses
 import itertools
-import os
-import sys
 import time
 from typing import Callable
 
@@ -49,12 +47,9 @@ import torch
 
 from prompt_tuning_jax.checkpoints import hf_bert
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
+from prompt_tuning_jax.experiments import trajectories
 from prompt_tuning_jax.models import bert_config, inputs
 from prompt_tuning_jax.models.t5 import shift_right
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "scripts"))
-import trajectories  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 STEPS = 10
 LOSS_RTOL, PARAM_RTOL, UPDATE_RTOL = 1e-5, 1e-4, 1e-3

@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 
+from prompt_tuning_jax.experiments import examples, linear_probe
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import linear_probe  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def test_probe_outputs_and_fit(tmp_path):
@@ -21,7 +21,7 @@ def test_probe_outputs_and_fit(tmp_path):
   payload = json.load(open(os.path.join(out_dir, "probe.json")))
   (result,) = payload["results"]
   assert (result["task"], result["train_examples"], result["eval_examples"]) == ("bert_super_glue_cb", 32, 24)
-  dev_labels = linear_probe.examples("bert_super_glue_cb", "validation", 64, 24)["labels"]
+  dev_labels = examples.first_examples("bert_super_glue_cb", "validation", 64, 24)["labels"]
   assert result["majority"] == 100.0 * np.bincount(dev_labels).max() / 24
   # 32 examples in 384 dimensions are linearly separable: every probe fits its train rows.
   assert result["train_accuracy"] == {k: 100.0 for k in linear_probe.FEATURES}

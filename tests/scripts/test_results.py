@@ -20,13 +20,10 @@ import pytest
 from prompt_tuning_jax.checkpoints import hf_bert
 from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
 from prompt_tuning_jax.checkpoints.tree import flatten_params
+from prompt_tuning_jax.experiments import config, report, results, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "scripts", "results.py")
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import results_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-import results_report  # pylint: disable=g-import-not-at-top,wrong-import-position
-import results_runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def run_script(*args: str) -> str:
@@ -53,7 +50,7 @@ def smoke(tmp_path_factory):
 
 def test_smoke_outputs_match_the_run_directories(smoke):
   out_dir, stdout = smoke
-  setting = results_config.SETTINGS["smoke"]
+  setting = config.SETTINGS["smoke"]
   payload = read(os.path.join(out_dir, "results.json"))
   assert payload["setting"]["name"] == "smoke"
   assert {(r["task"], r["method"], r["seed"]) for r in payload["runs"]} == {
@@ -71,9 +68,9 @@ def test_smoke_outputs_match_the_run_directories(smoke):
     times = [run["batch_size"] / r["examples_per_second"] for r in rows if r["split"] == "train"]
     assert len(times) == run["train_steps"]
     assert math.isclose(run["step_seconds"], statistics.median(times[2:] or times[-1:]))
-    label = results_config.METHODS[run["method"]].label
+    label = config.METHODS[run["method"]].label
     row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
-    shown = [f"{evaluated[m]:.2f}" for m in results_config.TASKS[run["task"]].metrics]
+    shown = [f"{evaluated[m]:.2f}" for m in config.TASKS[run["task"]].metrics]
     assert " / ".join(shown) in row and f"{run['trainable_parameters']:,}" in row
   assert "--setting=smoke" in open(os.path.join(out_dir, "command.txt")).read()
 
@@ -99,49 +96,59 @@ def test_report_only_tabulates_finished_runs_and_trains_nothing(smoke, tmp_path)
 
 
 def test_mean_std_format():
-  assert results_report.mean_std([80.0]) == "80.00"
-  assert results_report.mean_std([80.0, 82.0]) == f"81.00 ± {statistics.stdev([80.0, 82.0]):.2f}"
+  assert report.mean_std([80.0]) == "80.00"
+  assert report.mean_std([80.0, 82.0]) == f"81.00 ± {statistics.stdev([80.0, 82.0]):.2f}"
 
 
 def fake_run(task: str, method: str, seed: int, value: float) -> dict:
-  return {"task": task, "method": method, "seed": seed, "metrics": {results_config.TASKS[task].metrics[0]: value}}
+  return {"task": task, "method": method, "seed": seed, "metrics": {config.TASKS[task].metrics[0]: value}}
 
 
 def test_sweep_plan_covers_each_swept_rate_and_borrowed_rates_name_a_swept_method():
-  import results  # pylint: disable=g-import-not-at-top
-  args = results.parse_args(["--setting=sweep", "--sweep", "--out_dir=/tmp/unused"])
-  plan = results.make_plan(args, results.setting_from(args))
-  swept = {m: v.sweep for m, v in results_config.METHODS.items() if v.sweep}
+  plan = results.make_plan(results.setting_from("sweep"), sweep=True)
+  swept = {m: v.sweep for m, v in config.METHODS.items() if v.sweep}
   assert sorted((run.method, run.learning_rate) for run in plan) == sorted(
       (m, lr) for m, rates in swept.items() for lr in rates)
-  for name, method in results_config.METHODS.items():
+  for name, method in config.METHODS.items():
     assert bool(method.sweep) != bool(method.sweep_from), name  # its own sweep, or another's
     if method.sweep_from:
-      lender = results_config.METHODS[method.sweep_from]
+      lender = config.METHODS[method.sweep_from]
       assert lender.sweep and lender.sweep_macro == method.sweep_macro, name
 
 
+
+def test_flags_cut_the_setting_and_the_head_plan():
+  setting = results.setting_from("cpu", tasks="bert_glue_rte", seeds="0,1", train_steps=7, ensembles=True)
+  assert setting.tasks == setting.ensemble_tasks == ("bert_glue_rte",) and setting.seeds == (0, 1)
+  assert setting.steps("bert_glue_rte") == 7 and setting.methods == config.SETTINGS["cpu"].methods
+  assert results.setting_from("cpu", tasks="bert_glue_rte").ensemble_tasks == config.SETTINGS["cpu"].ensemble_tasks
+  with pytest.raises(SystemExit, match=r"unknown methods \['nope'\]"):
+    results.setting_from("smoke", methods="nope")
+  plan = results.make_plan(config.SETTINGS["sweep"], heads=True, variants="cls")
+  assert [(run.method, run.variant) for run in plan] == [(m, "cls") for m in config.HEAD_METHODS]
+  assert plan[0].directory == os.path.join("bert_glue_sst2", config.HEAD_METHODS[0], "head_cls", "seed_0")
+
 def test_seed_values_show_each_seed():
-  assert results_report.seed_values([80.0]) == "80.00"
-  assert results_report.seed_values([80.0, 82.0, 81.0]) == "81.00 ± 1.00 [80.0, 82.0, 81.0]"
+  assert report.seed_values([80.0]) == "80.00"
+  assert report.seed_values([80.0, 82.0, 81.0]) == "81.00 ± 1.00 [80.0, 82.0, 81.0]"
 
 
 def test_orderings_and_targets_are_judged_on_the_seed_means():
   sst2, cb = "bert_glue_sst2", "bert_super_glue_cb"
-  setting = results_config.Setting(tasks=(sst2, cb), methods=tuple(results_config.METHODS), seeds=(0, 1, 2),
-                                   train_steps=1, batch_size=1, max_length=8)
-  results = [fake_run(sst2, "parallel_adapter", s, v) for s, v in enumerate([86.0, 87.0, 88.0])]
-  results += [fake_run(sst2, "sequential_adapter", s, v) for s, v in enumerate([85.0, 85.5, 86.0])]  # gap +1.5
-  results += [fake_run(cb, "parallel_adapter", s, v) for s, v in enumerate([70.0, 70.0, 70.0])]
-  results += [fake_run(cb, "sequential_adapter", s, v) for s, v in enumerate([60.0, 80.0, 73.0])]  # gap -1, std 10
-  results += [fake_run(sst2, "pasta", 0, 84.0), fake_run(sst2, "full_finetuning", 0, 85.5)]  # within 2 points
-  lines = results_report.orderings_markdown(setting, results)
+  setting = config.Setting(tasks=(sst2, cb), methods=tuple(config.METHODS), seeds=(0, 1, 2), train_steps=1,
+                           batch_size=1, max_length=8)
+  runs = [fake_run(sst2, "parallel_adapter", s, v) for s, v in enumerate([86.0, 87.0, 88.0])]
+  runs += [fake_run(sst2, "sequential_adapter", s, v) for s, v in enumerate([85.0, 85.5, 86.0])]  # gap +1.5
+  runs += [fake_run(cb, "parallel_adapter", s, v) for s, v in enumerate([70.0, 70.0, 70.0])]
+  runs += [fake_run(cb, "sequential_adapter", s, v) for s, v in enumerate([60.0, 80.0, 73.0])]  # gap -1, std 10
+  runs += [fake_run(sst2, "pasta", 0, 84.0), fake_run(sst2, "full_finetuning", 0, 85.5)]  # within 2 points
+  lines = report.orderings_markdown(setting, runs)
   assert len(lines) == 3
   assert lines[0].startswith("- parallel adapter > sequential adapter") and "SST-2 (n=3)" in lines[0]
   assert lines[0].endswith("gap +1.50: **holds**")
   assert "CB (n=3)" in lines[1] and lines[1].endswith("gap -1.00: **does not hold (gap within one std)**")
   assert lines[2].startswith("- PASTA within 2 points") and lines[2].endswith("gap -1.50: **holds**")
-  targets = results_report.targets_markdown(setting, results + [fake_run(sst2, "bitfit", 0, 60.0)])
+  targets = report.targets_markdown(setting, runs + [fake_run(sst2, "bitfit", 0, 60.0)])
   assert "- full fine-tuning on SST-2 >= 66.0: 85.50 **met**" in targets
   assert "- BitFit on SST-2 >= 66.0: 60.00 **missed**" in targets
   assert targets[-1] == "- full fine-tuning on SST-2 >= 85.0: 85.50 **met**"
@@ -150,21 +157,21 @@ def test_orderings_and_targets_are_judged_on_the_seed_means():
 def test_smoke_ensembles_share_the_head_and_match_each_prompt_run(tmp_path):
   out_dir = str(tmp_path)
   stdout = run_script("--setting=smoke", "--ensembles", f"--out_dir={out_dir}")
-  (report,) = read(os.path.join(out_dir, "ensembles.json"))["ensembles"]
-  k = results_config.SETTINGS["smoke"].ensemble_prompts
-  assert report["num_prompts"] == k == len(report["prompt_runs"])
-  metrics = report["metrics"]
-  for name in results_config.TASKS[report["task"]].metrics:
-    single = [read(os.path.join(out_dir, p["model_dir"], "eval", "metrics.json"))[name] for p in report["prompt_runs"]]
+  (ensemble,) = read(os.path.join(out_dir, "ensembles.json"))["ensembles"]
+  k = config.SETTINGS["smoke"].ensemble_prompts
+  assert ensemble["num_prompts"] == k == len(ensemble["prompt_runs"])
+  metrics = ensemble["metrics"]
+  for name in config.TASKS[ensemble["task"]].metrics:
+    single = [read(os.path.join(out_dir, p["model_dir"], "eval", "metrics.json"))[name] for p in ensemble["prompt_runs"]]
     assert [metrics[f"prompt_{i}/{name}"] for i in range(k)] == pytest.approx(single)
     assert metrics[f"mean/{name}"] == pytest.approx(np.mean(single))
     assert metrics[f"best/{name}"] == pytest.approx(max(single))
     assert f"{metrics[f'majority_vote/{name}']:.2f}" in stdout
-  for prompt_run in report["prompt_runs"]:
+  for prompt_run in ensemble["prompt_runs"]:
     assert set(checkpoint_leaves(os.path.join(out_dir, prompt_run["model_dir"]))) == {"bert/prompt/prompt"}
-  head = checkpoint_leaves(os.path.join(out_dir, report["head_run"]["model_dir"]))
+  head = checkpoint_leaves(os.path.join(out_dir, ensemble["head_run"]["model_dir"]))
   assert {"classifier/kernel", "classifier/bias", "bert/prompt/prompt"} <= set(head)
-  _, exported = hf_bert.load_hf_bert(os.path.join(out_dir, "ensembles", report["task"], "head_checkpoint"),
+  _, exported = hf_bert.load_hf_bert(os.path.join(out_dir, "ensembles", ensemble["task"], "head_checkpoint"),
                                      head="sequence_classification")
   for name in ("kernel", "bias"):  # the prompts' frozen head is the head run's trained one
     np.testing.assert_array_equal(np.asarray(exported["classifier"][name]), head[f"classifier/{name}"])
@@ -172,16 +179,16 @@ def test_smoke_ensembles_share_the_head_and_match_each_prompt_run(tmp_path):
 
 def test_a_run_directory_in_use_by_a_live_process_is_refused(tmp_path):
   model_dir = str(tmp_path / "run")
-  with results_runs.claimed(model_dir):
+  with training.claimed(model_dir):
     with pytest.raises(RuntimeError, match=rf"being trained by process {os.getpid()}"):
-      with results_runs.claimed(model_dir):
+      with training.claimed(model_dir):
         pass
   assert not os.path.exists(os.path.join(model_dir, "running.pid"))
   dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
   with open(os.path.join(model_dir, "running.pid"), "w") as f:  # left behind by a killed run
     f.write(dead.stdout.strip())
-  with results_runs.claimed(model_dir):
+  with training.claimed(model_dir):
     assert open(os.path.join(model_dir, "running.pid")).read() == str(os.getpid())
   open(os.path.join(model_dir, "running.pid"), "w").close()  # empty: killed between create and write
-  with results_runs.claimed(model_dir):
+  with training.claimed(model_dir):
     assert open(os.path.join(model_dir, "running.pid")).read() == str(os.getpid())

@@ -14,15 +14,13 @@ else is identical (runs.evaluate checks it). So per task:
 import os
 from typing import Any
 
-import results_config as config
-import results_runs
-
 import gin
 import jax
 
 from prompt_tuning_jax import gin_utils, runs
 from prompt_tuning_jax.checkpoints import hf_bert
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
+from prompt_tuning_jax.experiments import config, training
 
 PROMPT_ONLY = "results/prompt_only.gin"
 POOLING = "results/pooling.gin"  # the head reads what it was trained on (results/run.gin includes it too)
@@ -38,11 +36,11 @@ def export_head(head_result: dict, out_dir: str, path: str) -> None:
   hf_bert.export_hf_bert(jax.tree_util.tree_map(jax.device_get, unflatten_params(base)), model.config, path)
 
 
-def evaluate(run: results_runs.Run, setting: config.Setting, checkpoint_dirs: list[str], head_checkpoint: str,
+def evaluate(run: training.Run, setting: config.Setting, checkpoint_dirs: list[str], head_checkpoint: str,
              output_dir: str) -> dict[str, Any]:
   """runs.evaluate over the K prompt runs (one bank, one forward per batch)."""
   files = ["models/minilm.gin", config.METHODS[run.method].gin_file, PROMPT_ONLY, "runs/eval.gin", POOLING]
-  bindings = results_runs.model_bindings(run, setting, head_checkpoint) + [
+  bindings = training.model_bindings(run, setting, head_checkpoint) + [
       f"CHECKPOINT_DIRS = {checkpoint_dirs!r}", f"OUTPUT_DIR = '{output_dir}'", "BATCH_SIZE = 64",
       f"TRAIN_STEPS = {setting.steps(run.task)}",  # the method file's optimizer refers to it
       f"runs.evaluate.max_examples = {setting.eval_max_examples}"]
@@ -53,19 +51,19 @@ def evaluate(run: results_runs.Run, setting: config.Setting, checkpoint_dirs: li
 def run_task(task: str, setting: config.Setting, out_dir: str) -> dict[str, Any]:
   """Steps 1-4 of the module docstring for one task (finished steps are skipped); returns the report."""
   base = os.path.join("ensembles", task)
-  run = results_runs.Run(task, setting.ensemble_method, 0)
-  head = results_runs.train(run, setting, out_dir)
+  run = training.Run(task, setting.ensemble_method, 0)
+  head = training.train(run, setting, out_dir)
   head_checkpoint = os.path.abspath(os.path.join(out_dir, base, "head_checkpoint"))
   if not os.path.isfile(os.path.join(head_checkpoint, "config.json")):
     export_head(head, out_dir, head_checkpoint)
-  prompts = [results_runs.train(
+  prompts = [training.train(
       run, setting, out_dir, extra_files=[PROMPT_ONLY], initial_checkpoint=head_checkpoint,
       extra=[f"runs.train.prompt_seed = {k}", f"runs.train.data_seed = {k}"],
       directory=os.path.join(base, f"prompt_{k}")) for k in range(setting.ensemble_prompts)]
   output_dir = os.path.abspath(os.path.join(out_dir, base, "eval"))
   metrics_path = os.path.join(output_dir, "metrics.json")
   if os.path.isfile(metrics_path):
-    metrics = results_runs.read_json(metrics_path)
+    metrics = training.read_json(metrics_path)
   else:
     metrics = evaluate(run, setting, [os.path.join(out_dir, p["model_dir"]) for p in prompts], head_checkpoint,
                        output_dir)

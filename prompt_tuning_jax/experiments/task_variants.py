@@ -2,7 +2,7 @@
 
 - BoolQ: the shared data has no BoolQ train split (val.jsonl and the unlabeled test.jsonl only), so
   `bert_super_glue_boolq_valsplit` trains on val.jsonl rows [0, n) and evaluates on rows [n, end)
-  (results_config.BOOLQ_TRAIN_ROWS).
+  (config.BOOLQ_TRAIN_ROWS).
 - Holdout (learning-rate sweeps, pooling choice): `<task>_holdout` trains on the task's train split minus a
   seeded random `fraction` of its rows and evaluates on those rows, so a sweep never reads the dev set that
   the table reports. Row r is held out iff random.Random(f"{seed}:{r}").random() < fraction (row numbers from 0

@@ -3,7 +3,7 @@
 Learning rates and schedules live in the gin/results/<method>.gin files (each cites METHODS.md and the sweep that
 chose it); a setting only cuts the budget (tasks, methods, seeds, steps, batch, lengths). The `sweep` setting trains
 each method at each of its `Method.sweep` learning rates on a holdout carved from the train split
-(results_tasks.py), never on the dev set the table reports.
+(task_variants.py), never on the dev set the table reports.
 """
 import dataclasses
 from typing import Optional, Union
@@ -18,7 +18,7 @@ class Task:
   """One task of the table.
 
   Attributes:
-    name: the registered task (tasks.task_names()); BoolQ runs as a val-split variant (results_tasks.py).
+    name: the registered task (tasks.task_names()); BoolQ runs as a val-split variant (task_variants.py).
     label: the column title.
     metrics: eval metric keys shown in the table, main first (the JSON keeps every metric).
     length: input_ids length of the full setting.
@@ -119,7 +119,7 @@ class Setting:
     tasks / methods / seeds: what runs (seeds: `runs.train.seed`).
     train_steps: an int for every task, or 'full' / 'cpu' = each task's `train_steps` / `cpu_steps`.
     batch_size, max_length: the cap on `Task.length`.
-    holdout: train on the train split minus the task's holdout and evaluate on the holdout (results_tasks.py).
+    holdout: train on the train split minus the task's holdout and evaluate on the holdout (task_variants.py).
     eval_period: 0 = evaluate once at the end. eval_max_examples: None = the whole dev set.
     ensemble_tasks / ensemble_prompts / ensemble_method: the --ensembles mode (K prompts per task).
     backbone_bindings: extra gin bindings of every run (a tiny random BERT for the notebooks' tiny runs; the sweep's buckets);

@@ -1,7 +1,7 @@
 """The outputs of scripts/results.py: results.json (every run) and results.md (mean ± std over seeds).
 
 results.json: {'command', 'setting' (name and fields), 'notes', 'runs': [result.json of each run]}.
-results.md: one row per method; per task the shown metrics (results_config.Task.metrics) as mean ± sample std
+results.md: one row per method; per task the shown metrics (config.Task.metrics) as mean ± sample std
 over seeds with the per-seed values (n = seeds when > 1), trainable parameters and % (of the first task: the head's
 size follows the label count, results.json has each), the median step time over the method's runs; then the targets
 (TARGETS) and the papers' orderings (ORDERINGS), each with holds / does not hold.
@@ -10,11 +10,12 @@ import dataclasses
 import statistics
 from typing import Any, Sequence
 
-import results_config as config
+from prompt_tuning_jax.experiments import config
 
 BOOLQ_NOTE = (f"BoolQ*: the shared data has no BoolQ train split; trained on val.jsonl rows "
               f"[0, {config.BOOLQ_TRAIN_ROWS}) and evaluated on the remaining rows (a val-split task variant, "
-              f"scripts/results_tasks.py), so it is not comparable with published BoolQ dev numbers.")
+              f"prompt_tuning_jax/experiments/task_variants.py), so it is not comparable with published BoolQ dev "
+              f"numbers.")
 
 
 def mean_std(values: Sequence[float]) -> str:
@@ -108,8 +109,8 @@ def notes(setting_name: str, setting: config.Setting) -> list[str]:
            f"{'every %d steps, the last reported' % setting.eval_period if setting.eval_period else 'at the end'}"
            f"{'' if setting.eval_max_examples is None else f' on the first {setting.eval_max_examples} examples'}."]
   if setting.holdout:
-    lines.append("evaluated on a holdout of each task's train split (scripts/results_tasks.py), trained on the rest; "
-                 "the dev set is not read.")
+    lines.append("evaluated on a holdout of each task's train split (prompt_tuning_jax/experiments/task_variants.py), "
+                 "trained on the rest; the dev set is not read.")
   if not setting.use_minilm:
     lines.append("backbone: a seeded random tiny BERT (no checkpoint): plumbing only, the numbers mean nothing.")
   if config.BOOLQ in setting.tasks:

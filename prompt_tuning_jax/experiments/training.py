@@ -13,11 +13,10 @@ import time
 from typing import Any, Optional, Sequence
 
 import gin
-import results_config as config
-import results_tasks
 
 import tasks  # pylint: disable=unused-import  (registers every task)
-from prompt_tuning_jax import demo, gin_utils, params, runs
+from prompt_tuning_jax import gin_utils, minilm, params, runs
+from prompt_tuning_jax.experiments import config, task_variants
 from prompt_tuning_jax.train import outputs
 from tasks import registry
 
@@ -28,7 +27,7 @@ COMPILE_STEPS = 2
 @dataclasses.dataclass(frozen=True)
 class Run:
   """task x method x seed, optionally at a learning rate of the method's sweep and a head variant
-  (results_config.HEAD_VARIANTS); `directory` is its MODEL_DIR under the output folder."""
+  (config.HEAD_VARIANTS); `directory` is its MODEL_DIR under the output folder."""
   task: str
   method: str
   seed: int
@@ -49,12 +48,12 @@ class Run:
 
 
 def task_name(task: str, holdout: bool = False) -> str:
-  """The task the runs train on: BoolQ's val-split variant (results_tasks.py), else the task itself; with
+  """The task the runs train on: BoolQ's val-split variant (task_variants.py), else the task itself; with
   `holdout`, its variant that trains without the holdout rows and evaluates on them."""
-  spec = results_tasks.boolq_valsplit(config.BOOLQ_TRAIN_ROWS) if task == config.BOOLQ else None
+  spec = task_variants.boolq_valsplit(config.BOOLQ_TRAIN_ROWS) if task == config.BOOLQ else None
   if holdout:
-    return results_tasks.register_holdout(task, config.TASKS[task].holdout_fraction, spec=spec)
-  return results_tasks.register_valsplit(task, config.BOOLQ_TRAIN_ROWS) if task == config.BOOLQ else task
+    return task_variants.register_holdout(task, config.TASKS[task].holdout_fraction, spec=spec)
+  return task_variants.register_valsplit(task, config.BOOLQ_TRAIN_ROWS) if task == config.BOOLQ else task
 
 
 def model_bindings(run: Run, setting: config.Setting, initial_checkpoint: Optional[str] = None) -> list[str]:
@@ -62,7 +61,7 @@ def model_bindings(run: Run, setting: config.Setting, initial_checkpoint: Option
   options; `initial_checkpoint` overrides the MiniLM directory."""
   name = task_name(run.task, setting.holdout)
   labels = registry.label_strings(name)
-  checkpoint = initial_checkpoint or (demo.minilm_dir() if setting.use_minilm else None)
+  checkpoint = initial_checkpoint or (minilm.minilm_dir() if setting.use_minilm else None)
   bindings = [*setting.backbone_bindings, f"NUM_LABELS = {len(labels)}", f"MIXTURE_OR_TASK_NAME = '{name}'",
               f"TASK_FEATURE_LENGTHS = {{'input_ids': {setting.length(run.task)}}}",
               f"INITIAL_CHECKPOINT_PATH = {checkpoint!r}"]
