@@ -24,7 +24,6 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import optax
 
-from prompt_tuning_jax import gin_utils
 from prompt_tuning_jax.peft import trainable
 
 LearningRate = Union[float, optax.Schedule]
@@ -52,6 +51,8 @@ def gin_optimizer() -> optax.GradientTransformation:
   """The run's optimizer: the gin `OPTIMIZER` macro, which every method file binds (the functions below are each
   method's); a one-line error when none is bound. A `HEAD_OPTIMIZER` macro (not None) gives the BERT head its
   own (with_head; gin/results/run.gin)."""
+  # NOTE: imported here, not at the top: the benchmark imports this module and runs without gin installed.
+  from prompt_tuning_jax import gin_utils  # pylint: disable=import-outside-toplevel
   optimizer = gin_utils.configured_macro("OPTIMIZER", default=None)
   if optimizer is None:
     raise ValueError("the gin macro OPTIMIZER is not bound: the method's gin file binds it (each of gin/methods/"
