@@ -116,7 +116,7 @@ def test_macros_that_files_define_or_use_are_accepted_on_the_command_line():
   assert gin.query_parameter("%PROMPT_LENGTH") == 7 and gin.query_parameter("%TRAIN_STEPS") == 3
 
 
-@pytest.mark.parametrize("method_file, inner_lr, head_lr", [("results/lora.gin", 1e-4, 1e-3),
+@pytest.mark.parametrize("method_file, inner_lr, head_lr", [("results/lora.gin", 3e-3, 1e-3),
                                                             ("results/full_finetuning.gin", 2e-4, 2e-4)])
 def test_results_runs_give_the_head_its_own_learning_rate(method_file, inner_lr, head_lr):
   import jax  # pylint: disable=g-import-not-at-top
