@@ -50,6 +50,7 @@ def logits(method_file, tokens, params=None):
   return model.apply({"params": params}, tokens, tokens[:, :3]), params
 
 
+@pytest.mark.slow
 def test_mam_at_init_is_prefix_tuning_exactly():
   """The adapter starts at zero (LoRA-style init), so MAM equals prefix tuning with the same prefixes, bitwise."""
   tokens = np.random.default_rng(0).integers(2, 64, (2, 7)).astype(np.int32)

@@ -90,6 +90,7 @@ def t5_setup(reparameterize):
   return model, params, tokens
 
 
+@pytest.mark.slow
 def test_t5_decoder_kv_cache_gives_the_full_forward_logits():
   model, params, tokens = t5_setup(reparameterize=False)
   params = jax.tree_util.tree_map_with_path(  # prefixes large enough to matter

@@ -127,6 +127,7 @@ def test_bert_token_head_returns_the_input_tokens_rows_without_the_prompts():
   assert logits.shape == (2, 7, 3)
   np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["t5", "bert"])
 def test_first_layer_forms_no_input_gradient_for_the_frozen_token_rows(backbone):
   """The prompt reaches the encoder as RowBlocks: same prompt gradient as through the joined rows, without the

@@ -36,6 +36,8 @@ from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
 from prompt_tuning_jax.checkpoints.tree import flatten_params
 from tasks import data_dir, vocabularies
 
+pytestmark = pytest.mark.slow  # multi-process: launches JAX jobs (`make test-fast` skips them)
+
 JOBS = os.path.join(os.path.dirname(__file__), "multihost_jobs.py")
 RTOL, ATOL = 2e-6, 1e-7  # measured: losses within 1.7e-7, leaves within 2.9e-7 of their largest entry (README)
 MODEL_PARALLEL_RTOL = 1e-5  # a (1, 4) mesh against the (4, 1) mesh, other reductions again
