@@ -7,7 +7,11 @@ cleared and parsed from the files each time), so each one is traced once and eve
 The suite compiles the same tiny programs in many processes (the train CLI in subprocesses, notebooks, the
 results scripts), so JAX's persistent compilation cache points at one temporary folder that every test
 process inherits (set before jax is imported; removed at exit). Programs and numerics are unchanged: a cache
-hit returns the executable the same compile would produce.
+hit returns the executable the same compile would produce. A JAX_COMPILATION_CACHE_DIR set from outside is
+used and kept: `make test-fast` passes one that outlives the run. Measured on the 2-core machine at load 8-10
+(user+sys CPU of the fast tier, 432 tests): no cache 331 s, this per-run cache 371 s (the keys and writes cost
+more than the few repeats save), a kept cache on its next run 209 s; the whole suite gains from the per-run
+cache through its subprocesses (1511 -> 1354 s when it was added).
 """
 import atexit
 import copy
