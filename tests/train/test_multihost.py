@@ -39,8 +39,8 @@ from tasks import data_dir, vocabularies
 pytestmark = pytest.mark.slow  # multi-process: launches JAX jobs (`make test-fast` skips them)
 
 JOBS = os.path.join(os.path.dirname(__file__), "multihost_jobs.py")
-RTOL, ATOL = 2e-6, 1e-7  # measured: losses within 1.7e-7, leaves within 2.9e-7 of their largest entry (README)
-MODEL_PARALLEL_RTOL = 1e-5  # a (1, 4) mesh against the (4, 1) mesh, other reductions again
+RTOL, ATOL = 2e-6, 1e-7  # measured: losses within 1.5e-7, leaves within 4e-7 of their largest entry (README)
+MODEL_PARALLEL_RTOL = 1e-5  # measured 8.8e-7: a (1, 4) mesh against the (4, 1) mesh, other reductions again
 STEPS = 8
 TINY_BERT = ["bert_config.preset.embed_dim = 32", "bert_config.preset.num_heads = 4", "bert_config.preset.head_dim = 8",
              "bert_config.preset.mlp_dim = 64", "bert_config.preset.num_layers = 1",
