@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 LAUNCH = [sys.executable, "-m", "prompt_tuning_jax.launch"]
 
 
@@ -22,6 +24,7 @@ def test_each_process_gets_its_id_the_job_size_a_port_and_devices_and_prefixed_o
   assert lines == [f"[{i}] {i} 3 127.0.0.1:{port} --xla_force_host_platform_device_count=2" for i in range(3)]
 
 
+@pytest.mark.slow
 def test_a_failed_process_stops_the_others_and_sets_the_status():
   tic = time.monotonic()
   result = subprocess.run(LAUNCH + ["--num_processes=2", "--"] + child(

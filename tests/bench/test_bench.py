@@ -38,6 +38,7 @@ def run(tmp_path_factory):
     return json.load(f), out_dir, done.stdout
 
 
+@pytest.mark.slow
 def test_files_and_command(run):
   result, out_dir, stdout = run
   assert sorted(os.listdir(out_dir)) == ["bench.json", "bench.md", "command.txt"]
@@ -49,6 +50,7 @@ def test_files_and_command(run):
     assert f.read() == stdout.strip() + "\n"
 
 
+@pytest.mark.slow
 def test_schema(run):
   result = run[0]
   assert set(report.SCHEMA_KEYS) <= set(result), sorted(set(report.SCHEMA_KEYS) - set(result))
@@ -69,6 +71,7 @@ def test_schema(run):
   assert statuses <= {"met", "missed", "pending"}, statuses
 
 
+@pytest.mark.slow
 def test_prompt_tuning_costs_at_most_070_of_full_finetuning(run):
   ratios = {e["model"]: e for e in run[0]["flop_ratios"]}
   assert sorted(ratios) == ["bert_tiny", "t5_tiny"]
@@ -80,6 +83,7 @@ def test_prompt_tuning_costs_at_most_070_of_full_finetuning(run):
   assert [t["status"] for t in targets] == ["met", "met"]
 
 
+@pytest.mark.slow
 def test_ensemble_costs_the_flops_of_a_plain_pass(run):
   entries = run[0]["ensembles"]
   assert [(e["model"], e["num_prompts"], e["rows"]) for e in entries] == [("t5_tiny", 2, 2), ("bert_tiny", 2, 2)]
@@ -88,6 +92,7 @@ def test_ensemble_costs_the_flops_of_a_plain_pass(run):
     assert e["flop_ratio_vs_no_prompt"] > 1.0  # the prompt rows cost FLOPs of their own
 
 
+@pytest.mark.slow
 def test_peft_column(run):
   """peft, torch and transformers are test requirements (setup.py): every row has its PEFT side."""
   result = run[0]

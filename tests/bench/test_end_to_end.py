@@ -13,6 +13,7 @@ from prompt_tuning_jax.bench import end_to_end
 from tasks import buckets
 
 
+@pytest.mark.slow
 def test_end_to_end_rows_and_files(tmp_path, monkeypatch, minilm_dir):
   monkeypatch.setattr(end_to_end, "TASKS", {**end_to_end.TASKS, "rte": ("bert_glue_rte", 64)})
   out_dir = str(tmp_path / "e2e")

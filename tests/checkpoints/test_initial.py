@@ -20,6 +20,7 @@ def params():
   return nn.meta.unbox(T5(CONFIG).init(jax.random.key(0), ENC, DEC)["params"])
 
 
+@pytest.mark.slow
 def test_t5x_checkpoint_into_unscanned_and_scanned_models(tmp_path, params):
   t5x.save_t5x_checkpoint(jax.tree_util.tree_map(np.asarray, params), str(tmp_path), step=7)
   loaded = load_initial_checkpoint(str(tmp_path), T5(CONFIG))

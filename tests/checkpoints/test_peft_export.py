@@ -82,6 +82,7 @@ def assert_matches(ours, reference, what, **inputs):
     ("t5_1_0", ("query", "value"), ["q", "v"]),
     ("t5_1_1", ("query", "value", "wi_0", "wo"), ["q", "v", "wi_0", "wo"]),
 ])
+@pytest.mark.slow
 def test_t5_lora_matches_peft(tmp_path, variant, targets, hf_targets):
   config = t5_config.preset(f"{variant}_small", **TINY)
   enc, dec = t5_batch(np.random.default_rng(0))
@@ -103,6 +104,7 @@ def test_t5_lora_matches_peft(tmp_path, variant, targets, hf_targets):
                  attention_mask=enc > 0, decoder_input_ids=dec)
 
 
+@pytest.mark.slow
 def test_t5_prompt_tuning_matches_peft(tmp_path):
   config = t5_config.preset("t5_1_1_small", **TINY)
   enc, dec = t5_batch(np.random.default_rng(2))
@@ -119,6 +121,7 @@ def test_t5_prompt_tuning_matches_peft(tmp_path):
   assert_matches(ours, reference, "T5 prompt tuning", input_ids=enc, attention_mask=enc > 0, decoder_input_ids=dec)
 
 
+@pytest.mark.slow
 def test_bert_lora_matches_peft_on_minilm(tmp_path, minilm_dir):
   base_model, base = hf_bert.load_hf_bert(minilm_dir, head="sequence_classification", num_labels=3)
   model = bert.BertForSequenceClassification(base_model.config, lora_slots(("query", "value", "wo")))

@@ -25,6 +25,7 @@ def test_feature_spread_is_the_mean_pairwise_cosine():
     diagnostics.feature_spread(np.ones((1, 3)))
 
 
+@pytest.mark.slow
 def test_evaluation_features_are_the_real_rows_of_the_batches():
   model = bert.BertForSequenceClassification(TINY, pooling="cls")
   ids = np.random.default_rng(1).integers(1, 97, (6, 8)).astype(np.int32)

@@ -78,6 +78,7 @@ def recomputed(task_name, records, key="prediction"):
   return {k: v for fn in registry.task_metrics(task_name) for k, v in fn(targets, predictions).items()}
 
 
+@pytest.mark.slow
 def test_t5_rank_classification_on_cb(t5_tasks, t5_model, tmp_path):
   model, params = t5_model
   task = t5_tasks["cb"]
@@ -94,6 +95,7 @@ def test_t5_rank_classification_on_cb(t5_tasks, t5_model, tmp_path):
   assert unpadded == pytest.approx(result)
 
 
+@pytest.mark.slow
 def test_t5_generation_greedy_and_beam(t5_tasks, t5_model, tmp_path):
   model, params = t5_model
   task = t5_tasks["rte"]
@@ -109,6 +111,7 @@ def test_t5_generation_greedy_and_beam(t5_tasks, t5_model, tmp_path):
   assert all(r["score"] is not None for r in read_outputs(tmp_path / "beam")[1])
 
 
+@pytest.mark.slow
 def test_ensemble_dataset_reports_each_prompt_as_single_runs(t5_tasks, t5_model, tmp_path):
   model, params = t5_model
   common = dict(task_name=t5_tasks["cb"], split="validation", feature_lengths=T5_LENGTHS, batch_size=4,
@@ -126,6 +129,7 @@ def test_ensemble_dataset_reports_each_prompt_as_single_runs(t5_tasks, t5_model,
         report[f"{combiner}/accuracy"])
 
 
+@pytest.mark.slow
 def test_bert_minilm_on_rte_and_the_cached_evaluate_fn(minilm_dir, tmp_path, monkeypatch):
   base_model, base = hf_bert.load_hf_bert(minilm_dir)  # a random head, drawn in numpy (no init compile)
   model = bert.BertForSequenceClassification(dataclasses.replace(base_model.config, num_labels=2))
@@ -271,6 +275,7 @@ def assert_same_records(bucketed, fixed):
       np.testing.assert_allclose(scores_b, scores_f, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_length_buckets_change_no_prediction(t5_tasks, t5_model, minilm_dir, tmp_path):
   model, params = t5_model
   lengths = {"inputs": 256, "targets": 4}

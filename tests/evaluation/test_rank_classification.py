@@ -43,6 +43,7 @@ def test_label_token_matrix_appends_eos_and_pads():
     rank_classification.label_token_matrix(vocabulary, ["ab", "c"], length=2)
 
 
+@pytest.mark.slow
 def test_rank_scores_equal_brute_force_forward():
   model, params = build("models/t5_1_1_small.gin", T5_TINY)
   rng = np.random.default_rng(0)

@@ -57,6 +57,7 @@ def test_matches_transformers_on_sentence_pairs(minilm):
   assert batch["token_type_ids"].any()
 
 
+@pytest.mark.slow
 def test_sequence_classifier_computes_only_the_cls_row_of_the_last_layer(minilm, minilm_dir):
   """cls_only (what BertForSequenceClassification uses) pools the same row as the full last layer, with fewer
   FLOPs, and the classifier matches transformers' BertForSequenceClassification on the real MiniLM."""
@@ -181,6 +182,7 @@ def test_poolings_read_the_features_they_name_and_share_one_parameter_tree():
     bert.BertForSequenceClassification(TINY, pooling="max").init(jax.random.key(0), *batch)
 
 
+@pytest.mark.slow
 def test_dropout_path():
   model = bert.BertForSequenceClassification(TINY)
   batch = tiny_batch()

@@ -85,6 +85,7 @@ def eos_for(model, params, enc) -> int:
   return pick_eos(np.asarray(decoding.greedy_decode(model, params, enc, max_decode_length=STEPS, eos_id=-1)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant,prompt_length", [("t5_1_0", 0), ("t5_1_1", 0), ("t5_1_1", 4)])
 def test_greedy_matches_uncached_loop(variant, prompt_length):
   _, model, params, enc = setup_model(variant, prompt_length)
@@ -172,6 +173,7 @@ def test_beam_matches_transformers_without_eos(tmp_path, variant):
   np.testing.assert_allclose(np.asarray(scores), want_scores, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_scanned_layers_decode_like_unscanned():
   config, model, params, enc = setup_model("t5_1_1")
   scanned = T5(config.replace(scan_layers=True))
@@ -193,6 +195,7 @@ class CountingT5(T5):
     return super().encode(*args, **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("search", ["greedy", "beam"])
 def test_no_retrace_for_equal_shapes(search):
   config, model, params, enc = setup_model("t5_1_1", model_cls=CountingT5)

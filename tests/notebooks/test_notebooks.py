@@ -53,6 +53,7 @@ def test_committed_without_outputs(name):
       assert not cell.outputs and cell.execution_count is None, f"{name}: clear the outputs before committing"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_runs_top_to_bottom_in_the_tiny_setting(name, kernel_env, tmp_path, monkeypatch):
   from jupyter_client.kernelspec import KernelSpecManager  # pylint: disable=g-import-not-at-top

@@ -11,7 +11,6 @@ from prompt_tuning_jax.models import bert, t5_config
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5
-from prompt_tuning_jax.params import parameter_report
 from prompt_tuning_jax.peft import adapters
 
 T5_TINY = t5_config.preset("t5_1_1_small", vocab_size=128, embed_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
@@ -190,7 +189,7 @@ HOULSBY_ATTENTION = 12 * adapter_params(768, 200, 768)  # r = 200 + the RMSNorm 
      {"adapter_heads": 36 * (768 * 360 + 360 + 12 * 30 * 64 + 768 + 768)},
      {"adapter_heads": 12 * (768 * 360 + 360 + 12 * 30 * 64 + 768 + 2 * 768)}),
 ])
-def test_counts_base_models(method, t5_counts, bert_counts):
+def test_counts_base_models(method, t5_counts, bert_counts, parameter_report):
   assert parameter_report(["models/t5_1_1_base.gin", f"methods/{method}.gin"])["trainable_by_module"] == t5_counts
   report = parameter_report(["models/bert_base.gin", f"methods/{method}.gin"])
   assert report["trainable_by_module"] == {**bert_counts, "classifier": 1_538}

@@ -19,33 +19,33 @@ METHOD_FILES = sorted(os.path.relpath(f, gin_utils.gin_dir())
 
 
 @pytest.mark.parametrize("model_file,total", [(T5_BASE, T5_BASE_TOTAL), (BERT_BASE, BERT_BASE_TOTAL)])
-def test_full_finetuning_trains_everything(model_file, total):
-  report = params.parameter_report([model_file, "methods/full_finetuning.gin"])
+def test_full_finetuning_trains_everything(model_file, total, parameter_report):
+  report = parameter_report([model_file, "methods/full_finetuning.gin"])
   assert report["total"] == report["trainable"] == total
   assert report["trainable_percent"] == 100.0 and report["methods"] == {}
 
 
-def test_bitfit_counts():
-  t5 = params.parameter_report([T5_BASE, "methods/bitfit.gin"])
+def test_bitfit_counts(parameter_report):
+  t5 = parameter_report([T5_BASE, "methods/bitfit.gin"])
   # T5 has no biases: the RMSNorm scales, 2 per encoder layer, 3 per decoder layer, plus the two final norms.
   assert t5["trainable_by_module"] == {"scale": (12 * 2 + 12 * 3 + 2) * 768} and t5["trainable"] == 47_616
-  bert = params.parameter_report([BERT_BASE, "methods/bitfit.gin"])
+  bert = parameter_report([BERT_BASE, "methods/bitfit.gin"])
   per_layer = 4 * 768 + 3072 + 768 + 2 * 768  # q, k, v, out; wi; wo; two LayerNorm biases
   biases = 12 * per_layer + 768 + 768  # + embedding LayerNorm, pooler
   assert bert["trainable_by_module"] == {"bias": biases, "classifier": 768 * 2 + 2}
   assert bert["trainable"] == 104_450 and bert["total"] == BERT_BASE_TOTAL
 
 
-def test_no_method_trains_nothing_on_t5_and_the_head_on_bert():
-  assert params.parameter_report([T5_BASE])["trainable"] == 0
-  report = params.parameter_report([BERT_BASE], ["NUM_LABELS = 3"])
+def test_no_method_trains_nothing_on_t5_and_the_head_on_bert(parameter_report):
+  assert parameter_report([T5_BASE])["trainable"] == 0
+  report = parameter_report([BERT_BASE], ["NUM_LABELS = 3"])
   assert report["trainable_by_module"] == {"classifier": 768 * 3 + 3}
 
 
 @pytest.mark.parametrize("model_file", [T5_BASE, BERT_BASE])
 @pytest.mark.parametrize("method_file", METHOD_FILES)
-def test_every_method_reports(model_file, method_file):
-  report = params.parameter_report([model_file, method_file])
+def test_every_method_reports(model_file, method_file, parameter_report):
+  report = parameter_report([model_file, method_file])
   assert 0 < report["trainable"] <= report["total"]
   assert sum(report["trainable_by_module"].values()) == report["trainable"]
   if method_file not in ("methods/full_finetuning.gin", "methods/bitfit.gin"):
@@ -55,12 +55,12 @@ def test_every_method_reports(model_file, method_file):
 
 @pytest.mark.parametrize("name,total,embed_dim", [("bert_base", 109_482_240, 768),
                                                   ("bert_large", 335_141_888, 1024), ("minilm", 22_713_216, 384)])
-def test_bert_model_files(name, total, embed_dim):
-  report = params.parameter_report([f"models/{name}.gin"])
+def test_bert_model_files(name, total, embed_dim, parameter_report):
+  report = parameter_report([f"models/{name}.gin"])
   assert report["model"] == "BertForSequenceClassification"
   assert report["total"] - report["trainable"] == total  # the head is the only trained part
   assert report["trainable_by_module"] == {"classifier": embed_dim * 2 + 2}
-  tokens = params.parameter_report([f"models/{name}.gin", "models/bert_token_classification.gin"])
+  tokens = parameter_report([f"models/{name}.gin", "models/bert_token_classification.gin"])
   assert tokens["model"] == "BertForTokenClassification"
   assert report["total"] - tokens["total"] == embed_dim ** 2 + embed_dim  # the token head has no pooler
   assert tokens["trainable_by_module"] == {"classifier": embed_dim * 2 + 2}  # the token head trains too

@@ -11,7 +11,6 @@ from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.mlp import MlpBlock
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5
-from prompt_tuning_jax.params import parameter_report
 from prompt_tuning_jax.peft import fl_tuning
 
 D, F, K = 32, 64, 24
@@ -123,7 +122,7 @@ def test_unit_activations_override_and_intermediate_dropout():
     (["models/t5_1_0_base.gin"], [], {"fl_units": 5_898_240}),
     (["models/bert_base.gin"], [], {"fl_units": 2_960_256, "classifier": 1_538}),
 ])
-def test_counts(files, bindings, expected):
+def test_counts(files, bindings, expected, parameter_report):
   report = parameter_report(files + ["methods/fl_tuning.gin"], bindings)
   assert report["trainable_by_module"] == expected
 

@@ -11,7 +11,6 @@ from prompt_tuning_jax.models import bert, t5_config
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5
-from prompt_tuning_jax.params import parameter_report
 from prompt_tuning_jax.models.t5_stack import EncoderLayer
 from prompt_tuning_jax.peft import gpc, prompts
 
@@ -232,11 +231,11 @@ def test_factory_rejects_unknown_switches():
     (["gpc.gpc_factory.num_gates = 1", "gpc.gpc_factory.normalize_inputs = False"], 2 * 768 ** 2 + 768),
     (["gpc.gpc_factory.share_gates = False"], 11 * (4 * 768 ** 2 + 4 * 768)),  # cell_1..cell_11
 ])
-def test_counts_t5_1_1_base(bindings, expected):
+def test_counts_t5_1_1_base(bindings, expected, parameter_report):
   report = parameter_report(["models/t5_1_1_base.gin", "methods/gpc.gin"], bindings)
   assert report["trainable_by_module"] == {"gpc": expected, "prompt": 100 * 768}
 
 
-def test_count_bert_base():
+def test_count_bert_base(parameter_report):
   report = parameter_report(["models/bert_base.gin", "methods/gpc.gin"])
   assert report["trainable_by_module"] == {"gpc": 2_360_832, "prompt": 76_800, "classifier": 1_538}

@@ -11,7 +11,6 @@ from prompt_tuning_jax.models import bert, t5_config
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5
-from prompt_tuning_jax.params import parameter_report
 from prompt_tuning_jax.peft import lora
 
 T5_TINY = t5_config.preset("t5_1_1_small", vocab_size=128, embed_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
@@ -119,7 +118,7 @@ def test_factory_selects_targets_and_names_errors():
     make(target="query", init="kaiming")
 
 
-def test_counts_base_models():
+def test_counts_base_models(parameter_report):
   d, f, r = 768, 2048, 8
   t5 = parameter_report(["models/t5_1_1_base.gin", "methods/lora.gin"])["trainable_by_module"]
   assert t5 == {"lora_query": 36 * 2 * r * d, "lora_value": 36 * 2 * r * d}

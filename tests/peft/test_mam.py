@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from prompt_tuning_jax import gin_utils
-from prompt_tuning_jax.params import parameter_report
 from prompt_tuning_jax.peft import adapters, prefix
 
 TINY_T5 = ["t5_config.preset.vocab_size = 64", "t5_config.preset.embed_dim = 32", "t5_config.preset.num_heads = 4",
@@ -50,6 +49,7 @@ def logits(method_file, tokens, params=None):
   return model.apply({"params": params}, tokens, tokens[:, :3]), params
 
 
+@pytest.mark.slow
 def test_mam_at_init_is_prefix_tuning_exactly():
   """The adapter starts at zero (LoRA-style init), so MAM equals prefix tuning with the same prefixes, bitwise."""
   tokens = np.random.default_rng(0).integers(2, 64, (2, 7)).astype(np.int32)
@@ -63,7 +63,7 @@ def test_mam_at_init_is_prefix_tuning_exactly():
   assert set(layer["encoder_decoder_attention"]["prefix"]) == {"key", "value"}
 
 
-def test_mam_counts_t5_base():
+def test_mam_counts_t5_base(parameter_report):
   d, l, r = 768, 30, 512
   report = parameter_report(["models/t5_1_1_base.gin", "methods/mam.gin"], DIRECT)
   assert report["trainable_by_module"] == {"prefix": 2 * l * d * 36, "adapter_mlp": (2 * r * d + r + d) * 24}
@@ -76,7 +76,7 @@ def test_mam_counts_t5_base():
 
 @pytest.mark.parametrize("reparameterize,prefix_count", [
     (False, 294_912), (True, 12 * (16 * 768 + 768 * 800 + 800 + 800 * 1536 + 1536))])
-def test_mam_counts_bert_base_glue_config(reparameterize, prefix_count):
+def test_mam_counts_bert_base_glue_config(reparameterize, prefix_count, parameter_report):
   """exps/run_glue.sh: l = 16, r = 16, s = 2 (METHODS §D(3)): 294,912 + 304,320, plus the trained head."""
   bindings = ["PREFIX_LENGTH = 16", "ADAPTER_DIM = 16", "ADAPTER_SCALE = 2.0",
               f"prefix.prefix_factory.reparameterize = {reparameterize}"]

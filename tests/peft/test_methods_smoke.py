@@ -56,6 +56,7 @@ def test_methods_are_found():
   assert {"full_finetuning.gin", "bitfit.gin"} <= names, names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 @pytest.mark.parametrize("method_file", METHOD_FILES, ids=os.path.basename)
 def test_method_trains_three_steps(method_file, backbone):

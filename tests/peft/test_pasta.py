@@ -12,7 +12,6 @@ from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5
 from prompt_tuning_jax.models.t5_stack import EncoderLayer
-from prompt_tuning_jax.params import parameter_report
 from prompt_tuning_jax.peft import pasta, prompts
 
 D = 32
@@ -162,7 +161,7 @@ def test_dropout_hits_only_the_added_vectors():
     (["models/bert_base.gin"], [], {"pasta": 27_648, "classifier": 1_538}),
     (["models/t5_1_1_base.gin"], [], {"pasta": 9_216}),
 ])
-def test_counts(files, bindings, expected):
+def test_counts(files, bindings, expected, parameter_report):
   report = parameter_report(files + ["methods/pasta.gin"], bindings)
   assert report["trainable_by_module"] == expected
 

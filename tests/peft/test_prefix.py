@@ -14,7 +14,6 @@ from prompt_tuning_jax.models.attention import MultiHeadAttention
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5, scan_params, shift_right
-from prompt_tuning_jax.params import parameter_report
 from prompt_tuning_jax.peft import prefix
 
 N, H, D, P = 3, 4, 10, 5  # heads, head_dim, embed, prefix length
@@ -90,6 +89,7 @@ def t5_setup(reparameterize):
   return model, params, tokens
 
 
+@pytest.mark.slow
 def test_t5_decoder_kv_cache_gives_the_full_forward_logits():
   model, params, tokens = t5_setup(reparameterize=False)
   params = jax.tree_util.tree_map_with_path(  # prefixes large enough to matter
@@ -160,7 +160,7 @@ def test_modules_shapes_inits_and_gate_flag():
 
 
 @pytest.mark.parametrize("model_file,sites", [("models/t5_1_1_base.gin", 36), ("models/bert_base.gin", 12)])
-def test_counts_base_models(model_file, sites):
+def test_counts_base_models(model_file, sites, parameter_report):
   l, d, m = 30, 768, 800
   extra = {"classifier": 1_538} if "bert" in model_file else {}
   direct = parameter_report([model_file, "methods/prefix_tuning.gin"], ["prefix.prefix_factory.reparameterize = False"])

@@ -16,7 +16,6 @@ from prompt_tuning_jax.models import bert, rows, t5_config
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5
-from prompt_tuning_jax.params import parameter_report
 from prompt_tuning_jax.peft import prompt_init, prompts
 
 T5_TINY = t5_config.preset("t5_1_1_small", vocab_size=128, embed_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
@@ -127,6 +126,7 @@ def test_bert_token_head_returns_the_input_tokens_rows_without_the_prompts():
   assert logits.shape == (2, 7, 3)
   np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["t5", "bert"])
 def test_first_layer_forms_no_input_gradient_for_the_frozen_token_rows(backbone):
   """The prompt reaches the encoder as RowBlocks: same prompt gradient as through the joined rows, without the
@@ -202,7 +202,7 @@ def test_param_axes():
 
 @pytest.mark.parametrize("method", ["prompt_tuning", "prompt_tuning_random", "prompt_tuning_vocab"])
 @pytest.mark.parametrize("model_file", ["t5_1_1_base", "bert_base"])
-def test_counts_base_models(model_file, method):
+def test_counts_base_models(model_file, method, parameter_report):
   """P * d = 76,800 on both backbones (BERT adds its classifier head, 768 * 2 + 2)."""
   report = parameter_report([f"models/{model_file}.gin", f"methods/{method}.gin"])
   expected = {"prompt": 76_800} if model_file.startswith("t5") else {"prompt": 76_800, "classifier": 1_538}

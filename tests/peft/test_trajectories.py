@@ -431,6 +431,7 @@ def one_torch_thread():
   torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_trajectory_matches_torch(name, tmp_path):
   case = CASES[name]

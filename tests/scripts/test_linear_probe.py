@@ -5,12 +5,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from prompt_tuning_jax.experiments import examples, linear_probe
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow
 def test_probe_outputs_and_fit(tmp_path):
   out_dir = str(tmp_path)
   process = subprocess.run(

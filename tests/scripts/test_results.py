@@ -48,6 +48,7 @@ def smoke(tmp_path_factory):
   return out_dir, run_script("--setting=smoke", f"--out_dir={out_dir}")
 
 
+@pytest.mark.slow
 def test_smoke_outputs_match_the_run_directories(smoke):
   out_dir, stdout = smoke
   setting = config.SETTINGS["smoke"]
@@ -75,6 +76,7 @@ def test_smoke_outputs_match_the_run_directories(smoke):
   assert "--setting=smoke" in open(os.path.join(out_dir, "command.txt")).read()
 
 
+@pytest.mark.slow
 def test_smoke_rerun_skips_every_finished_run(smoke):
   out_dir, _ = smoke
   before = read(os.path.join(out_dir, "results.json"))["runs"]
@@ -83,6 +85,7 @@ def test_smoke_rerun_skips_every_finished_run(smoke):
   assert read(os.path.join(out_dir, "results.json"))["runs"] == before
 
 
+@pytest.mark.slow
 def test_report_only_tabulates_finished_runs_and_trains_nothing(smoke, tmp_path):
   out_dir = str(tmp_path / "copy")
   shutil.copytree(smoke[0], out_dir)
@@ -154,6 +157,7 @@ def test_orderings_and_targets_are_judged_on_the_seed_means():
   assert targets[-1] == "- full fine-tuning on SST-2 >= 85.0: 85.50 **met**"
 
 
+@pytest.mark.slow
 def test_smoke_ensembles_share_the_head_and_match_each_prompt_run(tmp_path):
   out_dir = str(tmp_path)
   stdout = run_script("--setting=smoke", "--ensembles", f"--out_dir={out_dir}")

@@ -85,6 +85,7 @@ def test_windows_hold_the_fixed_padding_rows_cut_to_buckets():
   assert any(b["attention_mask"].sum(1).max() == length for b in fixed)
 
 
+@pytest.mark.slow
 def test_order_is_a_pure_function_of_seed_and_position():
   full = take(stream(), 3 * WINDOW)
   for other in (take(stream(), 3 * WINDOW), take(stream(skip=0), 3 * WINDOW)):
@@ -97,6 +98,7 @@ def test_order_is_a_pure_function_of_seed_and_position():
   assert any(not np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(full, reseeded))
 
 
+@pytest.mark.slow
 def test_processes_keep_disjoint_rows_that_cover_each_global_batch():
   """Process i of N keeps rows [i*b/N, (i+1)*b/N) of global batch k: the 1-process batch, whatever N."""
   whole = take(stream(), 2 * WINDOW)

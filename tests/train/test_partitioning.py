@@ -76,6 +76,7 @@ def test_create_mesh():
     partitioning.create_mesh(num_partitions=3, devices=jax.devices() * 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_sharded_loss_matches_single_device(scan_layers):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",

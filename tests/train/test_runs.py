@@ -63,6 +63,7 @@ def uninterrupted(tmp_path_factory):
   return model_dir
 
 
+@pytest.mark.slow
 def test_run_writes_config_checkpoints_and_scalars(uninterrupted):
   files = set(os.listdir(uninterrupted))
   assert {"config.gin", "checkpoints", "metrics.jsonl", "train"} <= files
@@ -81,6 +82,7 @@ def test_run_writes_config_checkpoints_and_scalars(uninterrupted):
   assert compiles == sorted(compiles) and compiles[-1] == 2  # one per bucket
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical(uninterrupted, tmp_path):
   model_dir = str(tmp_path / "killed")
   command = [sys.executable, "-m", "prompt_tuning_jax.train"] + argv(model_dir, 60, "runs.train.checkpoint_period = 1")
@@ -105,6 +107,7 @@ def test_sigkill_then_resume_is_bit_identical(uninterrupted, tmp_path):
     np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
 
 
+@pytest.mark.slow
 def test_corrupted_latest_checkpoint_falls_back_with_a_warning(uninterrupted, tmp_path, caplog):
   model_dir = str(tmp_path / "corrupt")
   run_in_process(argv(model_dir, 10))
@@ -123,6 +126,7 @@ def test_corrupted_latest_checkpoint_falls_back_with_a_warning(uninterrupted, tm
     np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, capsys):
   model_dir = str(tmp_path / "nan")
   diverging = tmp_path / "diverging.gin"
@@ -160,6 +164,7 @@ def eval_argv(entry, checkpoints, output_dir, *extra):
       f"--gin.{b}" for b in bindings]
 
 
+@pytest.mark.slow
 def test_eval_infer_and_a_two_prompt_ensemble(tmp_path):
   prompt_only = tmp_path / "prompt_only.gin"  # the head stays at the seeded init: only prompts differ
   prompt_only.write_text("from __gin__ import dynamic_registration\nfrom prompt_tuning_jax.peft import trainable\n"
@@ -199,6 +204,7 @@ def event_scalars(directory, tag):
   return values
 
 
+@pytest.mark.slow
 def test_periodic_eval_writes_scalars_and_keeps_the_best_and_the_last_checkpoint(tmp_path):
   model_dir = str(tmp_path / "evaluated")
   run_in_process(argv(model_dir, 10, "EVAL_PERIOD = 2", "runs.train.eval_split = 'validation'",
@@ -224,6 +230,7 @@ def test_periodic_eval_writes_scalars_and_keeps_the_best_and_the_last_checkpoint
   # (an earlier best kept beside the newest, whatever this seed gives: tests/checkpoints/test_peft_io.py)
 
 
+@pytest.mark.slow
 def test_ner_trains_and_reports_entity_f1_with_a_progress_bar(tmp_path, capsys):
   model_dir = str(tmp_path / "ner")
   bindings = TINY_BERT + [
@@ -245,6 +252,7 @@ def test_ner_trains_and_reports_entity_f1_with_a_progress_bar(tmp_path, capsys):
   assert [(row["step"], row["f1"]) for row in rows if row["split"] == "eval"] == [(3, pytest.approx(report["f1"]))]
 
 
+@pytest.mark.slow
 def test_a_second_trainer_on_a_live_model_dir_is_refused_and_a_killed_holder_does_not_block(tmp_path, capsys,
                                                                                              caplog):
   model_dir = str(tmp_path / "held")

@@ -56,6 +56,7 @@ def clean_env(**extra: str) -> dict:
   return {**env, **extra}
 
 
+@pytest.mark.slow
 def test_the_hf_checkpoints_spiece_model_is_the_default_vocabulary(tmp_path, hf_checkpoint):
   model_dir = str(tmp_path / "run")
   process = train(model_dir, f"INITIAL_CHECKPOINT_PATH = '{hf_checkpoint}'", env=clean_env())
@@ -66,6 +67,7 @@ def test_the_hf_checkpoints_spiece_model_is_the_default_vocabulary(tmp_path, hf_
   assert vocabulary["vocab_size"] == 400 + vocabularies.T5_EXTRA_IDS
 
 
+@pytest.mark.slow
 def test_an_unreadable_vocabulary_stops_the_run_in_one_line(tmp_path):
   missing = str(tmp_path / "sentencepiece.model")
   model_dir = str(tmp_path / "run")

@@ -67,6 +67,7 @@ def test_classification_losses_match_numpy():
     train_step.classification_loss(with_prompt_rows, jnp.asarray(token_labels))
 
 
+@pytest.mark.slow
 def test_step_equals_full_gradient_restricted_to_the_trainable_leaves():
   model, params, mask = build("methods/prompt_tuning_random.gin")
   loss_fn = train_step.loss_fn_for(model)
@@ -85,6 +86,7 @@ def test_step_equals_full_gradient_restricted_to_the_trainable_leaves():
   assert int(new_state.step) == 1
 
 
+@pytest.mark.slow
 def test_state_holds_only_trainable_leaves_and_is_donated():
   model, params, mask = build("methods/prompt_tuning_random.gin")
   optimizer = optimizers.build_optimizer(optax.adam(1e-2))
@@ -101,6 +103,7 @@ def test_state_holds_only_trainable_leaves_and_is_donated():
   assert not any(x.is_deleted() for x in jax.tree_util.tree_leaves(frozen))
 
 
+@pytest.mark.slow
 def test_dropout_rng_is_used_and_reproducible():
   model, params, mask = build("methods/prompt_tuning_random.gin")
   optimizer = optax.sgd(0.0)
@@ -180,6 +183,7 @@ def _step_flops(method_file, encoder_length, batch_size=8, decoder_length=16):
   return cost.flops(lowered), cost.flops(lowered.compile())
 
 
+@pytest.mark.slow
 def test_prompt_tuning_step_costs_two_thirds_of_full_finetuning():
   # Same encoder sequence for both: 28 text tokens + 100 prompt rows vs 128 text tokens.
   prompt = _step_flops("methods/prompt_tuning_random.gin", encoder_length=28)
