@@ -11,7 +11,7 @@ from prompt_tuning_jax.models import bert, t5_config
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5
-from prompt_tuning_jax.models.t5_stack import EncoderLayer
+from prompt_tuning_jax.models.t5_layers import EncoderLayer
 from prompt_tuning_jax.peft import gpc, prompts
 
 T5_TINY = t5_config.preset("t5_1_1_small", vocab_size=128, embed_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
