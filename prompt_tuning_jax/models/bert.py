@@ -26,8 +26,6 @@ import jax.numpy as jnp
 from prompt_tuning_jax.models import rows
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.bert_stack import BertEmbeddings, BertEncoder, dense
-# NOTE: kept importable from here for scripts/prompt_scale.py (it names bert.BertLayer); it lives in bert_stack.
-from prompt_tuning_jax.models.bert_stack import BertLayer  # noqa: F401
 from prompt_tuning_jax.models.slots import NO_SLOTS, Slots
 
 Array = jax.Array

@@ -27,8 +27,6 @@ import jax.numpy as jnp
 
 from prompt_tuning_jax.models import layers, rows
 from prompt_tuning_jax.peft import prompt_init
-# NOTE: kept importable from here for scripts/prompt_scale.py (it names them prompts.*); they live in prompt_params.
-from prompt_tuning_jax.peft.prompt_params import find_embedding_table, initialize_prompt, seam_table  # noqa: F401
 
 Array = jax.Array
 PLACEMENTS = {"prefix": 0, "after_bos": 1}  # placement -> index of the first prompt row
