@@ -4,7 +4,8 @@
       --gin_file=runs/finetune.gin --gin.MODEL_DIR="'/tmp/run'" --gin.MIXTURE_OR_TASK_NAME="'bert_glue_sst2'"
 
 gin/runs/*.gin bind these functions' arguments to t5x's macros (MODEL, MODEL_DIR, MIXTURE_OR_TASK_NAME,
-TASK_FEATURE_LENGTHS, BATCH_SIZE, TRAIN_STEPS, INITIAL_CHECKPOINT_PATH, EVAL_PERIOD, DATA_DIR). The method's
+TASK_FEATURE_LENGTHS, BATCH_SIZE, TRAIN_STEPS, INITIAL_CHECKPOINT_PATH, EVAL_PERIOD, DATA_DIR); a training run's
+evaluation and checkpoint options are records of their own (`runs.Evaluation`, `peft_io.Checkpointing`). The method's
 gin file binds what is its own: the `OPTIMIZER` macro (required; train/optimizers.py lists each method's), an
 `INIT_STEP` macro when its init needs the frozen base (`prepare_params`), and the trainable mask
 (`trainable.trainable_mask`, the one source of truth for what trains).
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import seqio
 
-from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
+from prompt_tuning_jax.checkpoints.peft_io import Checkpointing, PeftCheckpointManager
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.gin_utils import configured, configured_macro
 from prompt_tuning_jax.models import slots as slots_lib
@@ -74,10 +75,27 @@ def vocabulary_metadata(task_name: str) -> dict[str, Any]:
 
 
 
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """What a training run evaluates, and how often (gin: `runs.Evaluation.<field>`).
+
+  Attributes:
+    split: the split scored (evaluation/evaluator.py); None turns evaluation off.
+    period: evaluate every this many steps (gin: EVAL_PERIOD); 0 = only at the end.
+    batch_size: None = the training batch size. max_examples: None = the whole split.
+    scoring: 'auto', 'rank', 'generate' or 'classifier' (evaluation/evaluator.py).
+  """
+  split: Optional[str] = "validation"
+  period: int = 0
+  batch_size: Optional[int] = None
+  max_examples: Optional[int] = None
+  scoring: str = "auto"
+
+
 def prepare_params(params: dict, seed: int) -> dict:
   """Full params (frozen base loaded) -> the params training starts from: the gin `INIT_STEP` macro, a method's
   init that needs the frozen base, `init_step(params, rng=key(seed + 2))` (seed: init, seed + 1: dropout), e.g.
-  methods/prompt_tuning.gin's `INIT_STEP = @prompts.initialize_prompt`; unchanged when no file binds one."""
+  methods/prompt_tuning.gin's `INIT_STEP = @prompt_params.initialize_prompt`; unchanged when no file binds one."""
   init_step = configured_macro("INIT_STEP", default=None)
   return params if init_step is None else init_step(params, rng=jax.random.key(seed + 2))
 
@@ -86,20 +104,18 @@ def prepare_params(params: dict, seed: int) -> dict:
 def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
           mixture_or_task_name: str = gin.REQUIRED, task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
           batch_size: int = gin.REQUIRED, train_steps: int = gin.REQUIRED,
-          initial_checkpoint_path: Optional[str] = None, eval_period: int = 0, data_dir: Optional[str] = None,
-          train_split: str = "train", eval_split: Optional[str] = "validation",
-          eval_batch_size: Optional[int] = None, eval_max_examples: Optional[int] = None, scoring: str = "auto",
-          seed: int = 0, checkpoint_period: int = 100, keep_last: int = 2, keep_best: int = 1,
-          best_metric: Optional[str] = None, num_partitions: int = 1, skip_malformed: bool = False,
-          show_progress: bool = True, prompt_seed: Optional[int] = None,
-          data_seed: Optional[int] = None,
+          initial_checkpoint_path: Optional[str] = None, data_dir: Optional[str] = None, train_split: str = "train",
+          evaluation: Evaluation = Evaluation(), checkpointing: Checkpointing = Checkpointing(), seed: int = 0,
+          prompt_seed: Optional[int] = None, data_seed: Optional[int] = None, num_partitions: int = 1,
+          skip_malformed: bool = False, show_progress: bool = True,
           buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()) -> dict[str, Any]:
   """Trains `model`'s PEFT parameters on a task; returns the final train (and eval/...) metrics.
 
   Writes MODEL_DIR/config.gin (the resolved gin config), checkpoints/, train/ and eval/ TensorBoard runs,
   metrics.jsonl, and with an eval split the evaluator's predictions.jsonl / metrics.json under eval/; holds
   MODEL_DIR/.lock while it runs (a second job on the directory is refused, train/lock.py).
-  `eval_split=None` turns evaluation off; `eval_period=0` evaluates only at the end.
+  `evaluation` (`Evaluation`): the split scored (None: no evaluation), every `period` steps (0: only at the end);
+  `checkpointing` (checkpoints/peft_io.py `Checkpointing`): the save period and which checkpoints are kept.
   Seeds: `seed` draws every initialised leaf (and dropout); `prompt_seed` the method's init step
   (`prepare_params`: e.g. the prompt init), `data_seed` the data order (both default to `seed`). Prompt
   ensembles vary only these two, so the K runs share all else.
@@ -112,12 +128,12 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
   with lock.hold_model_dir(model_dir):  # a second job on a live MODEL_DIR is refused (train/lock.py)
     outputs.write_text(os.path.join(model_dir, "config.gin"), gin.config_str())
     evaluate = None
-    if eval_split:
+    if evaluation.split:
       from prompt_tuning_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
       evaluate = evaluator.make_evaluate_fn(
-          task_name=mixture_or_task_name, split=eval_split, feature_lengths=task_feature_lengths,
-          batch_size=eval_batch_size or batch_size, data_dir=data_dir, scoring=scoring,
-          max_examples=eval_max_examples, output_dir=os.path.join(model_dir, "eval"), buckets=buckets)
+          task_name=mixture_or_task_name, split=evaluation.split, feature_lengths=task_feature_lengths,
+          batch_size=evaluation.batch_size or batch_size, data_dir=data_dir, scoring=evaluation.scoring,
+          max_examples=evaluation.max_examples, output_dir=os.path.join(model_dir, "eval"), buckets=buckets)
     metadata = {**model_metadata(model), "task": mixture_or_task_name, "feature_lengths": dict(task_feature_lengths),
                 "initial_checkpoint_path": initial_checkpoint_path,
                 "vocabulary": vocabulary_metadata(mixture_or_task_name)}
@@ -129,9 +145,8 @@ def train(*, model: nn.Module = gin.REQUIRED, model_dir: str = gin.REQUIRED,
     return trainer.train(
         model=model, model_dir=model_dir, train_steps=train_steps, batch_size=batch_size, train_data=data,
         evaluate=evaluate, initial_checkpoint_path=initial_checkpoint_path, optimizer=optimizer,
-        mask_fn=configured(trainable.trainable_mask), eval_period=eval_period, checkpoint_period=checkpoint_period,
-        keep_last=keep_last, keep_best=keep_best, best_metric=best_metric, seed=seed,
-        num_partitions=num_partitions, metadata=metadata, show_progress=show_progress,
+        mask_fn=configured(trainable.trainable_mask), eval_period=evaluation.period, checkpointing=checkpointing,
+        seed=seed, num_partitions=num_partitions, metadata=metadata, show_progress=show_progress,
         prepare_params=functools.partial(prepare_params, seed=prompt_seed))
 
 

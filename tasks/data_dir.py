@@ -8,10 +8,10 @@ Resolution, first match wins (`resolve`):
      when that directory exists;
   4. TFDS.
 Any of 1-2 may be the string 'tfds' to force TFDS even when a local directory exists.
-The same settings carry `skip_malformed` (skip and count malformed lines instead of raising; tasks/sources.py).
+The same settings carry `skip_malformed` (skip and count malformed lines instead of raising; tasks/readers.py).
 
 The layout of a local directory (one folder per benchmark, the official file names) is documented in
-tasks/sources.py and /work/shared/data/README.md.
+tasks/benchmarks.py, tasks/ner.py and /work/shared/data/README.md.
 """
 import contextlib
 import dataclasses

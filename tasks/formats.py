@@ -208,7 +208,7 @@ ENTAILMENT2 = ("entailment", "not_entailment")
 PAIR = lambda a, b: ((a,), (b,))  # noqa: E731  (BERT segments of a sentence pair)
 SINGLE = lambda a: ((a,), ())  # noqa: E731
 
-# Keyed by sources.DATASETS names. Label strings follow TFDS's label_classes (T5's targets) for GLUE/SuperGLUE;
+# Keyed by registry.DATASETS names. Label strings follow TFDS's label_classes (T5's targets) for GLUE/SuperGLUE;
 # CLUE, which has no T5 convention, gets English words (TNEWS: its label_desc without 'news_'; IFLYTEK: the id).
 FORMATS: dict[str, TextFormat] = {
     "super_glue_boolq": TextFormat("boolq", label_strings=BOOL, bert_segments=PAIR("question", "passage")),

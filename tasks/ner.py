@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tasks import formats
+from tasks import readers
 from tasks import sources
 from tasks import vocabularies
 
@@ -46,7 +47,7 @@ def _parse_conll(payload) -> dict[str, list]:
   for number, line in lines:
     fields = line.split()
     if len(fields) != 4 or fields[3] not in CONLL2003_TAGS:
-      raise sources.MalformedLineError(
+      raise readers.MalformedLineError(
           f"{path}:{number}: malformed CoNLL line {line.rstrip()!r} (want 'token POS chunk NER' with NER in "
           f"{', '.join(CONLL2003_TAGS)}); fix it or pass skip_malformed=True to skip its sentence")
     tokens.append(fields[0])
@@ -54,7 +55,7 @@ def _parse_conll(payload) -> dict[str, list]:
   return {"tokens": tokens, "ner": tags}
 
 
-CONLL_COLUMNS = sources.FileFormat(_conll_sentences, _parse_conll)
+CONLL_COLUMNS = readers.FileFormat(_conll_sentences, _parse_conll)
 
 
 def _cluener(record: dict, row: int) -> list[dict]:
@@ -65,7 +66,7 @@ def _cluener(record: dict, row: int) -> list[dict]:
   del row
   text = record["text"]
   if "label" not in record:
-    return [{"tokens": list(text), "ner": [sources.UNLABELED] * len(text)}]
+    return [{"tokens": list(text), "ner": [readers.UNLABELED] * len(text)}]
   spans = []
   for entity_type, entities in record["label"].items():
     for entity, positions in entities.items():
@@ -90,7 +91,7 @@ DATASETS = {
     "cluener": sources.Dataset(
         "cluener", NER_FEATURES,
         sources.LocalFiles({"train": "clue/cluener/train.json", "validation": "clue/cluener/dev.json",
-                            "test": "clue/cluener/test.json"}, sources.JSON_LINES, _cluener)),
+                            "test": "clue/cluener/test.json"}, readers.JSON_LINES, _cluener)),
 }
 TAGS = {"conll2003_ner": CONLL2003_TAGS, "cluener": CLUENER_TAGS}
 

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from prompt_tuning_jax.evaluation import metrics
 from prompt_tuning_jax.evaluation import postprocessors
+from tasks import benchmarks
 from tasks import data_dir as data_dir_lib
 from tasks import formats
 from tasks import ner
@@ -33,7 +34,7 @@ from tasks import sources
 from tasks import vocabularies
 
 T5, T5_TASKLESS, BERT, BERT_TOKENS = "t5", "t5_taskless", "bert", "bert_tokens"
-DATASETS: dict[str, sources.Dataset] = {**sources.DATASETS, **ner.DATASETS}
+DATASETS: dict[str, sources.Dataset] = {**benchmarks.DATASETS, **ner.DATASETS}
 
 METRICS: dict[str, tuple[Callable[..., dict[str, float]], ...]] = {  # default: accuracy
     "super_glue_cb": (metrics.mean_multiclass_f1(3), metrics.accuracy),
@@ -53,7 +54,7 @@ class TaskInfo:
   """What the trainer needs beyond the seqio Task.
 
   Attributes:
-    dataset: the sources/ner dataset name, e.g. 'glue_rte'.
+    dataset: the benchmarks/ner dataset name, e.g. 'glue_rte'.
     family: 't5', 't5_taskless', 'bert' or 'bert_tokens'.
     label_strings: targets (T5) or class / tag names (BERT) in id order; None for ReCoRD.
     metric_fns: `(targets, predictions) -> dict` on postprocessed values.

@@ -32,7 +32,8 @@ from prompt_tuning_jax.checkpoints.tree import flatten_params
 from prompt_tuning_jax.models import bert
 from prompt_tuning_jax.models.t5 import T5, unscan_params
 from prompt_tuning_jax.peft.lora import LoRA
-from prompt_tuning_jax.peft.prompts import Prompt, is_prompt_bank
+from prompt_tuning_jax.peft.prompt_params import is_prompt_bank
+from prompt_tuning_jax.peft.prompts import Prompt
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # PEFT's prefix on every LoRA and modules_to_save tensor name

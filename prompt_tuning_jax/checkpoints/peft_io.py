@@ -6,7 +6,9 @@ when complete, so a crash mid-save never leaves a half-written step behind. Rest
 the newest step and skips (with a warning) a step that fails to read, e.g. truncated by hand.
 
 Retention: the newest `keep_last` steps plus the best `keep_best` by `best_metric` (from `metrics`).
+A run's checkpoint options, its save period and this retention, are one `Checkpointing` record.
 """
+import dataclasses
 import logging
 import os
 from typing import Any, Optional
@@ -152,3 +154,23 @@ class PeftCheckpointManager:
         continue
       return restored["state"]["trainable"], candidate
     raise FileNotFoundError(f"{self.directory}: no readable checkpoint step among {self.steps()}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpointing:
+  """When a run saves its PEFT-only checkpoints and which it keeps (gin: `peft_io.Checkpointing.<field>`).
+
+  Attributes:
+    period: save every this many steps (and at the end).
+    keep_last / keep_best: retention, the newest `keep_last` steps plus the best `keep_best` by `best_metric`.
+    best_metric: the evaluation metric that ranks checkpoints; None keeps no best.
+  """
+  period: int = 100
+  keep_last: int = 2
+  keep_best: int = 1
+  best_metric: Optional[str] = None
+
+  def manager(self, directory: str) -> PeftCheckpointManager:
+    """The checkpoint manager of `directory` with this retention."""
+    return PeftCheckpointManager(directory, keep_last=self.keep_last, keep_best=self.keep_best,
+                                 best_metric=self.best_metric)

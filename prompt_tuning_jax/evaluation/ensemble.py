@@ -21,7 +21,7 @@ import numpy as np
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.evaluation import rank_classification
 from prompt_tuning_jax.models import inputs
-from prompt_tuning_jax.peft import prompts
+from prompt_tuning_jax.peft import prompt_params
 
 Array = jax.Array
 MetricFn = Callable[[Sequence[Any], Sequence[Any]], dict[str, float]]
@@ -36,10 +36,10 @@ def stack_prompt_params(param_trees: Sequence[Mapping]) -> dict:
   if not param_trees:
     raise ValueError("stack_prompt_params needs at least one param tree, got none")
   flats = [flatten_params(tree) for tree in param_trees]
-  banks = [path for path in flats[0] if prompts.is_prompt_bank(path)]
+  banks = [path for path in flats[0] if prompt_params.is_prompt_bank(path)]
   if len(banks) != 1:
     raise ValueError(f"stack_prompt_params expects exactly one 'prompt/prompt' bank per tree, found {banks}")
-  return unflatten_params({**flats[0], banks[0]: prompts.stack_prompts([flat[banks[0]] for flat in flats])})
+  return unflatten_params({**flats[0], banks[0]: prompt_params.stack_prompts([flat[banks[0]] for flat in flats])})
 
 
 def bank_model(model: nn.Module, num_prompts: int) -> nn.Module:
@@ -58,7 +58,7 @@ def check_only_prompts_differ(names: Sequence[str], param_trees: Sequence[Mappin
   first = flatten_params(param_trees[0])
   for name, tree in zip(names[1:], param_trees[1:]):
     for path, value in flatten_params(tree).items():
-      if not prompts.is_prompt_bank(path) and not np.array_equal(np.asarray(value), np.asarray(first[path])):
+      if not prompt_params.is_prompt_bank(path) and not np.array_equal(np.asarray(value), np.asarray(first[path])):
         raise ValueError(f"ensemble: {path} differs between {names[0]} and {name}; a prompt ensemble shares "
                          f"every other parameter (train the prompts with the rest frozen, e.g. "
                          f"trainable.trainable_mask.patterns = ['(^|/)prompt(/|$)'])")

@@ -6,9 +6,9 @@ Measured on the first `--examples` SST-2 dev examples (bert_glue_sst2, `--length
 all-MiniLM-L6-v2, prompt length `--prompt_length`:
   (a) seam: the mean row norm of the token rows where the prompt joins (the LayerNorm-ed embeddings, real
       tokens only) and of the prompt rows each init draws, before and after drawing from the seam table:
-        before  the raw word-embedding table (prompts.find_embedding_table), sampled vocab from id 1000,
+        before  the raw word-embedding table (prompt_params.find_embedding_table), sampled vocab from id 1000,
                 random U[-0.5, 0.5];
-        after   prompts.seam_table (word + token type 0 through the embeddings LayerNorm), sampled vocab
+        after   prompt_params.seam_table (word + token type 0 through the embeddings LayerNorm), sampled vocab
                 from id 1996 ('the'), random MatchTableNorm(RandomUniform()).
       Class labels are ['negative', 'positive'] (rows 0-1; reported alone and with the sampled rest).
   (b) GPC (reconstructed cell, freshly initialised: N(0, 0.02) kernels, biases +-1.5): the mean row norm of
@@ -33,9 +33,9 @@ import numpy as np
 from prompt_tuning_jax import minilm
 from prompt_tuning_jax.checkpoints import hf_bert
 from prompt_tuning_jax.experiments import examples
-from prompt_tuning_jax.models import bert, rows
+from prompt_tuning_jax.models import bert, bert_stack, rows
 from prompt_tuning_jax.models.slots import Slots
-from prompt_tuning_jax.peft import gpc, prompt_init, prompts
+from prompt_tuning_jax.peft import gpc, prompt_init, prompt_params, prompts
 
 LABELS = ("negative", "positive")
 OLD_START, NEW_START = 1000, 1996  # sampled-vocab population starts (ids of '"' and 'the' in vocab.txt)
@@ -54,10 +54,10 @@ def inits(label_ids, start: int, random: object) -> dict[str, object]:
 
 
 def draw(params: dict, initializer, table, length: int, seed: int) -> np.ndarray:
-  """The prompt [P, d] that prompts.initialize_prompt draws into a model's (NaN) prompt bank."""
+  """The prompt [P, d] that prompt_params.initialize_prompt draws into a model's (NaN) prompt bank."""
   d = params["embeddings"]["word_embeddings"]["embedding"].shape[1]
   with_prompt = {**params, "prompt": {"prompt": jnp.full((1, length, d), jnp.nan)}}
-  filled = prompts.initialize_prompt(with_prompt, initializer, jax.random.key(seed), embedding_table=table)
+  filled = prompt_params.initialize_prompt(with_prompt, initializer, jax.random.key(seed), embedding_table=table)
   return np.asarray(filled["prompt"]["prompt"][0])
 
 
@@ -66,11 +66,11 @@ def seam_report(model, params, data, args) -> dict:
   from tasks import vocabularies  # pylint: disable=g-import-not-at-top
   embedded = model.apply({"params": params}, data["input_ids"], data["token_type_ids"], method=bert.BertModel.embed)
   label_ids = prompt_init.encode_labels(vocabularies.bert_vocabulary(), LABELS)
-  raw = prompts.find_embedding_table(params)
+  raw = prompt_params.find_embedding_table(params)
   settings = {"before": (raw, inits(label_ids, OLD_START, prompt_init.RandomUniform())),
               "after": (None, inits(label_ids, NEW_START, prompt_init.MatchTableNorm(prompt_init.RandomUniform())))}
   report = {"token_rows": mean_norm(embedded, data["attention_mask"].astype(bool)),
-            "seam_table_rows": mean_norm(prompts.seam_table(params)), "raw_table_rows": mean_norm(raw),
+            "seam_table_rows": mean_norm(prompt_params.seam_table(params)), "raw_table_rows": mean_norm(raw),
             "label_ids": [list(ids) for ids in label_ids]}
   for when, (table, by_init) in settings.items():
     report[when] = {}
@@ -87,7 +87,7 @@ def layer_inputs(model, params, data) -> list[np.ndarray]:
   seen = []
 
   def record(next_fun, call_args, kwargs, context):
-    if isinstance(context.module, bert.BertLayer) and context.method_name == "__call__":
+    if isinstance(context.module, bert_stack.BertLayer) and context.method_name == "__call__":
       seen.append(np.asarray(rows.join_rows(call_args[0])))
     return next_fun(*call_args, **kwargs)
 
@@ -100,7 +100,7 @@ def gpc_report(config, frozen, data, args) -> dict:
   """(b): {setting: {'prompt_rows': [per layer], 'text_rows': [per layer]}}."""
   p = args.prompt_length
   open_gates = {"forget_bias": 3.0, "remember_bias": 3.0}
-  settings = {"old": (OLD_START, prompts.find_embedding_table(frozen), {"max_gate_sum": None}),
+  settings = {"old": (OLD_START, prompt_params.find_embedding_table(frozen), {"max_gate_sum": None}),
               "new_init": (NEW_START, None, {"max_gate_sum": None}), "new": (NEW_START, None, {}),
               "open_unbounded": (NEW_START, None, {**open_gates, "max_gate_sum": None}),
               "open_bounded": (NEW_START, None, open_gates)}
@@ -115,7 +115,7 @@ def gpc_report(config, frozen, data, args) -> dict:
     fresh = nn.meta.unbox(model.init(jax.random.key(args.seed), data["input_ids"][:1])["params"])
     # the frozen MiniLM, the fresh cell, and the prompt drawn as the run's init step draws it (runs.prepare_params)
     params = {**frozen, "prompt": fresh["prompt"], "encoder": {**frozen["encoder"], "gpc": fresh["encoder"]["gpc"]}}
-    params = prompts.initialize_prompt(params, initializer, jax.random.key(args.seed), embedding_table=table)
+    params = prompt_params.initialize_prompt(params, initializer, jax.random.key(args.seed), embedding_table=table)
     inputs = layer_inputs(model, params, data)
     report[name] = {"prompt_rows": [mean_norm(h[:, 1:1 + p]) for h in inputs],
                     "text_rows": [mean_norm(h, text) for h in inputs]}

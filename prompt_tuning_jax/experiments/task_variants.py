@@ -6,35 +6,35 @@
 - Holdout (learning-rate sweeps, pooling choice): `<task>_holdout` trains on the task's train split minus a
   seeded random `fraction` of its rows and evaluates on those rows, so a sweep never reads the dev set that
   the table reports. Row r is held out iff random.Random(f"{seed}:{r}").random() < fraction (row numbers from 0
-  over the train file's non-empty rows, as `sources.read_examples`).
+  over the train file's non-empty rows, as `readers.read_examples`).
 Everything else (BERT format, metrics) is the registered task's.
 """
 import dataclasses
 import random
 from typing import Callable, Iterator, Optional
 
-from tasks import registry, sources
+from tasks import readers, registry, sources
 
 VALSPLIT_SUFFIX = "_valsplit"
 HOLDOUT_SUFFIX = "_holdout"
 BERT_PREFIX = "bert_"
 
 
-def _rows_where(file_format: sources.FileFormat, keep: Callable[[int], bool]) -> sources.FileFormat:
+def _rows_where(file_format: readers.FileFormat, keep: Callable[[int], bool]) -> readers.FileFormat:
   """`file_format` reading only the non-empty rows whose number (from 0, as `read_examples`) passes `keep`."""
   def rows(path: str) -> Iterator[tuple[int, object]]:
     for row, item in enumerate(file_format.rows(path)):
       if keep(row):
         yield item
-  return sources.FileFormat(rows, file_format.parse)
+  return readers.FileFormat(rows, file_format.parse)
 
 
-def _split_format(spec: sources.Dataset, split: str) -> sources.FileFormat:
+def _split_format(spec: sources.Dataset, split: str) -> readers.FileFormat:
   file_format = spec.local.file_format
   return file_format[split] if isinstance(file_format, dict) else file_format
 
 
-def _variant(spec: sources.Dataset, files: dict[str, tuple[str, sources.FileFormat]]) -> sources.Dataset:
+def _variant(spec: sources.Dataset, files: dict[str, tuple[str, readers.FileFormat]]) -> sources.Dataset:
   """`spec` with local splits {split: (source split, its filtered format)} and no TFDS source."""
   local = sources.LocalFiles({split: spec.local.split_files[source] for split, (source, _) in files.items()},
                              {split: fmt for split, (_, fmt) in files.items()}, spec.local.convert)

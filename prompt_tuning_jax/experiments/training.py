@@ -78,7 +78,7 @@ def gin_config(run: Run, setting: config.Setting, model_dir: str, extra_files: S
   bindings = model_bindings(run, setting, initial_checkpoint) + [
       f"MODEL_DIR = '{model_dir}'", f"BATCH_SIZE = {setting.batch_size}", f"TRAIN_STEPS = {setting.steps(run.task)}",
       f"EVAL_PERIOD = {setting.eval_period}", f"runs.train.seed = {run.seed}",
-      f"runs.train.eval_max_examples = {setting.eval_max_examples}", *run.bindings(), *extra]
+      f"runs.Evaluation.max_examples = {setting.eval_max_examples}", *run.bindings(), *extra]
   files = ["models/minilm.gin", config.METHODS[run.method].gin_file, *extra_files, "results/run.gin"]
   return files, bindings
 

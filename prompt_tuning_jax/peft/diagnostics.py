@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from prompt_tuning_jax.checkpoints.tree import flatten_params
-from prompt_tuning_jax.peft import prompts, trainable
+from prompt_tuning_jax.peft import prompt_params, trainable
 
 
 def module_norms(trainable_params: dict) -> dict[str, float]:
@@ -26,7 +26,7 @@ def module_norms(trainable_params: dict) -> dict[str, float]:
     if module is None:
       continue  # not inside a PEFT module (full fine-tuning, BitFit)
     squares[module] = squares.get(module, 0.0) + jnp.vdot(leaf, leaf).real
-    if prompts.is_prompt_bank(path):
+    if prompt_params.is_prompt_bank(path):
       rows.append(jnp.linalg.norm(leaf.reshape(-1, leaf.shape[-1]), axis=-1))
   values = {f"norm/{module}": jnp.sqrt(value) for module, value in sorted(squares.items())}
   if rows:

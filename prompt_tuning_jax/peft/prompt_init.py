@@ -1,7 +1,7 @@
 """Prompt initialisers (Lester et al. 2021, §3.2; METHODS.md §A(4)) and the label/text encoders they use.
 
 An initialiser is a small frozen dataclass called as `init(rng, length, embed_dim, embedding) -> [P, d]`.
-`embedding` is the token table `[vocab, d]` as it looks where the prompt joins (prompts.seam_table: T5's raw
+`embedding` is the token table `[vocab, d]` as it looks where the prompt joins (prompt_params.seam_table: T5's raw
 table, BERT's LayerNorm-ed one), or None; `needs_embedding` says whether the initialiser reads it:
 
   RandomUniform    U[-0.5, 0.5] (the paper; the default) or U[0, 0.5) (`symmetric=False`: the code's
@@ -160,7 +160,7 @@ class MatchTableNorm:
   """`base`'s draw times one scalar, so that its mean row norm equals the table's mean row norm.
 
   The direction of every row is `base`'s; only the overall scale comes from the table. On BERT the table
-  is prompts.seam_table's, so a random prompt starts at the scale of the LayerNorm-ed rows it sits among
+  is prompt_params.seam_table's, so a random prompt starts at the scale of the LayerNorm-ed rows it sits among
   (module docstring).
   """
   base: Any = RandomUniform()

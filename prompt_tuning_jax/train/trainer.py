@@ -1,7 +1,7 @@
 """The training loop: frozen base + PEFT params, masked optimizer, PEFT-only checkpoints, periodic eval.
 
   final = train(model=..., model_dir=..., train_steps=..., batch_size=..., train_data=..., optimizer=...,
-                evaluate=...)
+                evaluate=..., checkpointing=Checkpointing(period=500, keep_last=1))
 
 Resuming is exact: the data order is a pure function of (seed, batches consumed), the dropout rng of step
 t is fold_in(rng, t), and a checkpoint holds the trainable leaves, optimizer state, step and data position.
@@ -23,7 +23,7 @@ import optax
 import tqdm
 
 from prompt_tuning_jax.checkpoints.initial import load_initial_checkpoint
-from prompt_tuning_jax.checkpoints.peft_io import PeftCheckpointManager
+from prompt_tuning_jax.checkpoints.peft_io import Checkpointing
 from prompt_tuning_jax.checkpoints.tree import flatten_params, unflatten_params
 from prompt_tuning_jax.models import inputs as model_inputs
 from prompt_tuning_jax.peft import diagnostics, trainable
@@ -61,8 +61,8 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
           optimizer: optax.GradientTransformation, evaluate: Optional[Evaluate] = None,
           initial_checkpoint_path: Optional[str] = None,
           mask_fn: Callable[[dict], dict] = trainable.trainable_mask, eval_period: int = 0,
-          checkpoint_period: int = 100, keep_last: int = 2, keep_best: int = 1,
-          best_metric: Optional[str] = None, seed: int = 0, dropout: bool = True, num_partitions: int = 1,
+          checkpointing: Checkpointing = Checkpointing(), seed: int = 0, dropout: bool = True,
+          num_partitions: int = 1,
           metadata: Optional[dict] = None, show_progress: bool = True,
           prepare_params: Optional[Callable[[dict], dict]] = None) -> dict[str, Any]:
   """Trains the PEFT parameters of `model`; returns the last train and eval metrics.
@@ -75,10 +75,10 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
     train_steps / batch_size: total optimizer steps and the global batch size.
     train_data: see `TrainData`; each process feeds its rows of every global batch (partitioning.host_rows).
     evaluate: called every `eval_period` steps and at the end; its metrics go to TensorBoard and
-      metrics.jsonl, and `best_metric` among them ranks checkpoints (best `keep_best` are kept).
+      metrics.jsonl, and `checkpointing.best_metric` among them ranks checkpoints.
     optimizer: over the trainable partition (train/optimizers.py: each method's).
     mask_fn: params -> trainable mask (peft/trainable.py; gin-configured).
-    checkpoint_period: save every this many steps (and at the end).
+    checkpointing: how often checkpoints are saved and which are kept (checkpoints/peft_io.py).
     dropout: train with dropout (the model's rates).
     num_partitions: size of the mesh's 'model' axis; the rest of the devices form 'data'.
     metadata: stored with every checkpoint (model, method, vocabulary, feature lengths ...).
@@ -93,8 +93,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
   state, frozen = train_step.init_train_state(params, mask_fn(params), optimizer)
   del params
   state, frozen = _place(model, mesh, state, frozen)
-  manager = PeftCheckpointManager(os.path.join(model_dir, "checkpoints"), keep_last=keep_last,
-                                  keep_best=keep_best, best_metric=best_metric)
+  manager = checkpointing.manager(os.path.join(model_dir, "checkpoints"))
   restored = manager.restore_latest({"trainable": state.trainable, "opt_state": state.opt_state})
   start = 0
   if restored is not None:
@@ -144,7 +143,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
                                        mesh=mesh if mesh.size > 1 else None))
       writer.scalars("eval", step, eval_metrics)
       last_metrics.update({f"eval/{k}": v for k, v in eval_metrics.items()})
-    if step == train_steps or step % checkpoint_period == 0:
+    if step == train_steps or step % checkpointing.period == 0:
       manager.save(step, {"trainable": state.trainable, "opt_state": state.opt_state},
                    {**metadata, "data_position": step * batch_size}, metrics=eval_metrics)
     elif eval_metrics is not None and step in manager.steps():

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_tuning_jax.models import bert, t5_config
+from prompt_tuning_jax.models import bert, bert_stack, t5_config
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5
-from prompt_tuning_jax.models.t5_stack import EncoderLayer
+from prompt_tuning_jax.models.t5_layers import EncoderLayer
 from prompt_tuning_jax.peft import gpc, prompts
 
 T5_TINY = t5_config.preset("t5_1_1_small", vocab_size=128, embed_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
@@ -140,7 +140,7 @@ def test_carry_nothing_new_feeds_p0_to_every_layer(backbone):
   if backbone == "t5":
     model, args, layer_cls, offset = T5(T5_TINY, cell), (ids, ids[:, :3]), EncoderLayer, 0
   else:  # BERT: the prompt and the cell's rows sit after [CLS]
-    model, args, layer_cls, offset = bert.BertModel(BERT_TINY, cell), (ids % 97,), bert.BertLayer, 1
+    model, args, layer_cls, offset = bert.BertModel(BERT_TINY, cell), (ids % 97,), bert_stack.BertLayer, 1
   params = nn.meta.unbox(model.init(jax.random.key(0), *args)["params"])
   seen = layer_inputs(model, params, args, layer_cls)
   prompt = (params["encoder"] if backbone == "t5" else params)["prompt"]["prompt"][0]
@@ -164,7 +164,7 @@ def test_bert_prompt_rows_stay_bounded_through_the_layers(max_gate_sum):
 
   def record(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
-    if isinstance(context.module, bert.BertLayer) and context.method_name == "__call__":
+    if isinstance(context.module, bert_stack.BertLayer) and context.method_name == "__call__":
       seen.append(np.asarray(args[0])[:, 1:1 + P])
       outputs.append(np.asarray(out)[:, 1:1 + P])
     return out

@@ -19,7 +19,7 @@ import pytest
 from prompt_tuning_jax import gin_utils
 from prompt_tuning_jax.checkpoints.tree import flatten_params
 from prompt_tuning_jax.models import inputs
-from prompt_tuning_jax.peft import prompts, trainable
+from prompt_tuning_jax.peft import prompt_params, trainable
 from prompt_tuning_jax.train import optimizers, train_step
 
 # NOTE: XLA's CPU backend optimisations take longer than these tiny steps run; the checks do not need them.
@@ -45,7 +45,7 @@ def build(model_file, method_file, bindings):
   params = nn.meta.unbox(model.init(jax.random.key(0), *args, **kwargs)["params"])
   if any(np.isnan(x).any() for x in jax.tree_util.tree_leaves(params)):
     # Table-based prompt inits leave NaN until the frozen table is loaded (peft/prompts.py docstring).
-    params = gin_utils.configured(prompts.initialize_prompt)(params, rng=jax.random.key(1))
+    params = gin_utils.configured(prompt_params.initialize_prompt)(params, rng=jax.random.key(1))
   nan = [p for p, x in flatten_params(params).items() if np.isnan(x).any()]
   assert not nan, f"{method_file}: NaN parameters after init: {nan}"
   return model, params, gin_utils.configured(trainable.trainable_mask)(params)
@@ -111,7 +111,7 @@ def test_two_methods_on_different_slots_train_together(backbone):
   model = gin_utils.configured_macro("MODEL")
   args, kwargs = inputs.example_inputs(model)
   params = nn.meta.unbox(model.init(jax.random.key(0), *args, **kwargs)["params"])
-  params = gin_utils.configured(prompts.initialize_prompt)(params, rng=jax.random.key(1))
+  params = gin_utils.configured(prompt_params.initialize_prompt)(params, rng=jax.random.key(1))
   by_module = trainable.trainable_by_module(params, gin_utils.configured(trainable.trainable_mask)(params))
   assert {"prompt", "lora_query", "lora_value"} <= set(by_module), by_module
 

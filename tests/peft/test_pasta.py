@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_tuning_jax.models import bert, t5_config
+from prompt_tuning_jax.models import bert, bert_stack, t5_config
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5
-from prompt_tuning_jax.models.t5_stack import EncoderLayer
+from prompt_tuning_jax.models.t5_layers import EncoderLayer
 from prompt_tuning_jax.peft import pasta, prompts
 
 D = 32
@@ -86,7 +86,7 @@ def rms(x):
 @pytest.mark.parametrize("backbone,relative_to_rms", [("bert", False), ("t5", False), ("t5", True)])
 def test_layer_inputs_match_numpy(backbone, relative_to_rms):
   if backbone == "bert":
-    model_cls, config, args, layer_cls = bert.BertModel, BERT_TINY, (BERT_IDS, BERT_MASK), bert.BertLayer
+    model_cls, config, args, layer_cls = bert.BertModel, BERT_TINY, (BERT_IDS, BERT_MASK), bert_stack.BertLayer
     ids, mask, special, n_s, path = BERT_IDS, BERT_MASK, (CLS, SEP), 3, ("encoder",)
   else:  # two slots, so the 3rd EOS of the last row gets none
     model_cls, config, args, layer_cls = T5, T5_TINY, (T5_IDS, T5_IDS[:, :2]), EncoderLayer

@@ -16,7 +16,7 @@ from prompt_tuning_jax.models import bert, rows, t5_config
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5 import T5
-from prompt_tuning_jax.peft import prompt_init, prompts
+from prompt_tuning_jax.peft import prompt_init, prompt_params, prompts
 
 T5_TINY = t5_config.preset("t5_1_1_small", vocab_size=128, embed_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
                            num_encoder_layers=2, num_decoder_layers=2)
@@ -170,7 +170,7 @@ def test_prompt_bank_matches_single_prompts():
   params = init(bank_model, tokens, decoder)
   rng = np.random.default_rng(2)
   singles = [{"prompt": jnp.asarray(rng.uniform(-0.5, 0.5, (1, P, 32)), jnp.float32)} for _ in range(3)]
-  params["encoder"]["prompt"] = prompts.stack_prompts(singles)
+  params["encoder"]["prompt"] = prompt_params.stack_prompts(singles)
   assert params["encoder"]["prompt"]["prompt"].shape == (3, P, 32)
   index = np.array([2, 0, 1], np.int32)
   logits = bank_model.apply({"params": params}, tokens, decoder, prompt_index=index)
@@ -188,9 +188,9 @@ def test_prompt_bank_matches_single_prompts():
 
 def test_stack_prompts_shapes_and_errors():
   a, b = jnp.zeros((P, 4)), jnp.ones((2, P, 4))
-  assert prompts.stack_prompts([a, b]).shape == (3, P, 4)
+  assert prompt_params.stack_prompts([a, b]).shape == (3, P, 4)
   with pytest.raises(ValueError, match="different"):
-    prompts.stack_prompts([a, jnp.zeros((P + 1, 4))])
+    prompt_params.stack_prompts([a, jnp.zeros((P + 1, 4))])
 
 
 def test_param_axes():
@@ -323,14 +323,14 @@ def test_initialize_prompt_after_checkpoint(model_cls, config):
   get = lambda p: functools.reduce(lambda tree, key: tree[key], path, p)
   assert np.isnan(get(params)).all()
   params = perturbed(params)
-  filled = prompts.initialize_prompt(params, prompt_init.SampledVocab(), jax.random.key(1))
-  seam = prompts.seam_table(params)
+  filled = prompt_params.initialize_prompt(params, prompt_init.SampledVocab(), jax.random.key(1))
+  seam = prompt_params.seam_table(params)
   bank = get(filled)
   assert bank.shape == (2, P, 32) and not np.array_equal(bank[0], bank[1])
   for prompt in bank:
     assert len(set(row_ids(prompt, seam).tolist())) == P
   with pytest.raises(ValueError, match="no 'prompt/prompt' parameter"):
-    prompts.initialize_prompt({"token_embedder": {"embedding": seam}}, prompt_init.SampledVocab(),
+    prompt_params.initialize_prompt({"token_embedder": {"embedding": seam}}, prompt_init.SampledVocab(),
                               jax.random.key(1))
 
 
@@ -338,7 +338,7 @@ def test_t5_seam_table_is_the_raw_table():
   """T5's prompt joins the raw embedded input: its seam table is the token_embedder table itself."""
   tokens = t5_tokens()
   params = init(with_prompt(T5, T5_TINY), tokens, tokens[:, :3])
-  assert prompts.seam_table(params) is prompts.find_embedding_table(params)
+  assert prompt_params.seam_table(params) is prompt_params.find_embedding_table(params)
 
 
 @pytest.mark.parametrize("model_cls", [bert.BertModel, bert.BertForSequenceClassification])
@@ -351,10 +351,10 @@ def test_bert_seam_table_is_what_the_embeddings_give_without_positions(model_cls
   no_positions = {**base, "embeddings": {**base["embeddings"], "position_embeddings": {
       "embedding": jnp.zeros_like(base["embeddings"]["position_embeddings"]["embedding"])}}}
   expected = with_prompt(bert.BertModel, BERT_TINY).apply({"params": no_positions}, ids, method=bert.BertModel.embed)
-  seam = prompts.seam_table(params)
+  seam = prompt_params.seam_table(params)
   assert seam.shape == (97, 32) and seam.dtype == jnp.float32
   np.testing.assert_allclose(seam[ids], expected, rtol=1e-5, atol=1e-5)
-  raw = prompts.find_embedding_table(params)
+  raw = prompt_params.find_embedding_table(params)
   assert not np.allclose(seam, raw, atol=0.1)
 
 
@@ -364,8 +364,8 @@ def test_bert_class_labels_are_label_rows_at_the_seam():
   initializer = prompt_init.ClassLabels(label_ids=((3, 4), (7,)))
   model = with_prompt(bert.BertModel, BERT_TINY, initializer=initializer)
   params = perturbed(init(model, ids))
-  prompt = prompts.initialize_prompt(params, initializer, jax.random.key(0))["prompt"]["prompt"][0]
-  seam = prompts.seam_table(params)
+  prompt = prompt_params.initialize_prompt(params, initializer, jax.random.key(0))["prompt"]["prompt"][0]
+  seam = prompt_params.seam_table(params)
   np.testing.assert_allclose(prompt[0], (seam[3] + seam[4]) / 2, rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(prompt[1], seam[7])
   assert len(set(row_ids(prompt[2:], seam).tolist())) == P - 2
@@ -410,7 +410,7 @@ def test_prompt_files_bind_the_runs_init_step(method):
   params = init(model, t5_tokens(4), t5_tokens(4)[:, :2])
   prepared = runs.prepare_params(params, seed=5)
   initializer = gin_utils.configured_macro("PROMPT_INIT")
-  expected = prompts.initialize_prompt(params, initializer, jax.random.key(7))["encoder"]["prompt"]["prompt"]
+  expected = prompt_params.initialize_prompt(params, initializer, jax.random.key(7))["encoder"]["prompt"]["prompt"]
   np.testing.assert_array_equal(prepared["encoder"]["prompt"]["prompt"], expected)
   assert np.isfinite(expected).all()
   gin_utils.parse_gin(["models/t5_1_1_small.gin", "methods/lora.gin"], tiny)
@@ -428,6 +428,6 @@ def test_bert_population_is_frequent_whole_words(minilm_dir):
 
 
 def test_is_prompt_bank_matches_a_prompt_modules_own_parameter_only():
-  assert prompts.is_prompt_bank("encoder/prompt/prompt") and prompts.is_prompt_bank("prompt/prompt")
+  assert prompt_params.is_prompt_bank("encoder/prompt/prompt") and prompt_params.is_prompt_bank("prompt/prompt")
   for path in ("encoder/prompt", "encoder/xprompt/prompt", "encoder/gpc/prompt", "encoder/prompt/prompt/scale"):
-    assert not prompts.is_prompt_bank(path), path
+    assert not prompt_params.is_prompt_bank(path), path

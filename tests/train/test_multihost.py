@@ -49,7 +49,7 @@ TINY_T5 = ["t5_config.preset.vocab_size = 512", "t5_config.preset.embed_dim = 16
            "t5_config.preset.head_dim = 8", "t5_config.preset.mlp_dim = 32", "t5_config.preset.num_encoder_layers = 1",
            "t5_config.preset.num_decoder_layers = 1"]
 COMMON = ["BATCH_SIZE = 8", f"TRAIN_STEPS = {STEPS}", "PROMPT_LENGTH = 4", "runs.train.show_progress = False",
-          "runs.train.checkpoint_period = 4", "runs.train.eval_max_examples = 12", "runs.train.eval_batch_size = 8"]
+          "peft_io.Checkpointing.period = 4", "runs.Evaluation.max_examples = 12", "runs.Evaluation.batch_size = 8"]
 PROMPT_METHOD = ("methods/prompt_tuning_random.gin",)
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"  # as test_trajectories
 
@@ -122,9 +122,9 @@ def one_process(env, tmp_path_factory):
             "trainable.trainable_mask.patterns = ['(^|/)prompt(/|$)']\n")
   run_jobs(env, [
       ["train", bert_train(dirs["bert"])], ["train", t5_train(dirs["t5"])],
-      ["train", bert_train(dirs["prompt0"], "TRAIN_STEPS = 2", "runs.train.eval_split = None",
+      ["train", bert_train(dirs["prompt0"], "TRAIN_STEPS = 2", "runs.Evaluation.split = None",
                            "runs.train.buckets = None", methods=PROMPT_METHOD + (prompt_only,))],
-      ["train", bert_train(dirs["prompt1"], "TRAIN_STEPS = 2", "runs.train.eval_split = None",
+      ["train", bert_train(dirs["prompt1"], "TRAIN_STEPS = 2", "runs.Evaluation.split = None",
                            "runs.train.buckets = None", "runs.train.prompt_seed = 1", "runs.train.data_seed = 1",
                            methods=PROMPT_METHOD + (prompt_only,))],
       ["eval", bert_eval([dirs["prompt0"], dirs["prompt1"]], dirs["ensemble"], PROMPT_METHOD)]], root)
@@ -141,7 +141,7 @@ def two_processes(env, one_process, tmp_path_factory):
       ["train", bert_train(dirs["bert"])], ["train", t5_train(dirs["t5"])],
       ["eval", bert_eval([one_process["bert"]], dirs["eval_bert"])],
       ["eval", bert_eval([one_process["prompt0"], one_process["prompt1"]], dirs["ensemble"], PROMPT_METHOD)],
-      ["train", bert_train(dirs["model_parallel"], "runs.train.num_partitions = 4", "runs.train.eval_split = None")]],
+      ["train", bert_train(dirs["model_parallel"], "runs.train.num_partitions = 4", "runs.Evaluation.split = None")]],
       root, launch=(2, 2))
   return dirs, output
 
@@ -220,7 +220,7 @@ def test_two_process_checkpoint_restores_in_one_process(two_processes, tmp_path)
   assert cli.main(bert_eval([model_dir], str(tmp_path / "eval")), runs.evaluate, "test") == 0
   got = json.loads(read(str(tmp_path / "eval" / "metrics.json")))
   assert_metrics_close({k: v for k, v in got.items() if k != "checkpoints"}, expected)
-  assert cli.main(bert_train(model_dir, f"TRAIN_STEPS = {STEPS + 1}", "runs.train.eval_split = None"),
+  assert cli.main(bert_train(model_dir, f"TRAIN_STEPS = {STEPS + 1}", "runs.Evaluation.split = None"),
                   runs.train, "test") == 0
   _, step = final_trainable(model_dir)
   assert step == STEPS + 1 and len(train_losses(model_dir)) == STEPS + 1
@@ -236,8 +236,8 @@ def test_kill_one_process_stops_the_job_and_the_same_command_resumes(env, two_pr
   """Also: while the 2-process job holds MODEL_DIR, a second trainer is refused naming process 0's pid."""
   dirs, _ = two_processes
   model_dir = str(tmp_path / "killed")
-  args = bert_train(model_dir, "runs.train.checkpoint_period = 2", "runs.train.keep_last = 2",
-                    "runs.train.eval_split = None")
+  args = bert_train(model_dir, "peft_io.Checkpointing.period = 2", "peft_io.Checkpointing.keep_last = 2",
+                    "runs.Evaluation.split = None")
   command = launch_command(2, 2, ["-m", "prompt_tuning_jax.train"] + args)
   log = tmp_path / "launch.log"
   with open(log, "w", encoding="utf-8") as out:

@@ -32,8 +32,8 @@ TINY_BERT = ["bert_config.preset.embed_dim = 32", "bert_config.preset.num_heads 
 def argv(model_dir, steps, *extra):
   bindings = TINY_BERT + [
       f"MODEL_DIR = '{model_dir}'", "MIXTURE_OR_TASK_NAME = 'bert_glue_rte'", "TASK_FEATURE_LENGTHS = {'input_ids': 96}",
-      "BATCH_SIZE = 4", f"TRAIN_STEPS = {steps}", "runs.train.eval_split = None", "runs.train.checkpoint_period = 5",
-      "runs.train.keep_last = 3", "runs.train.show_progress = False", "PROMPT_LENGTH = 4",
+      "BATCH_SIZE = 4", f"TRAIN_STEPS = {steps}", "runs.Evaluation.split = None", "peft_io.Checkpointing.period = 5",
+      "peft_io.Checkpointing.keep_last = 3", "runs.train.show_progress = False", "PROMPT_LENGTH = 4",
       "buckets.LengthBuckets.lengths = [48]", "buckets.LengthBuckets.window = 4", *extra]  # buckets 48 and 96
   return ["--gin_file=models/minilm.gin", "--gin_file=methods/prompt_tuning_random.gin", "--gin_file=runs/finetune.gin"] + [
       f"--gin.{b}" for b in bindings]
@@ -85,7 +85,8 @@ def test_run_writes_config_checkpoints_and_scalars(uninterrupted):
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical(uninterrupted, tmp_path):
   model_dir = str(tmp_path / "killed")
-  command = [sys.executable, "-m", "prompt_tuning_jax.train"] + argv(model_dir, 60, "runs.train.checkpoint_period = 1")
+  command = [sys.executable, "-m", "prompt_tuning_jax.train"] + argv(model_dir, 60,
+                                                                      "peft_io.Checkpointing.period = 1")
   process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   checkpoints = os.path.join(model_dir, "checkpoints")
   deadline = time.time() + 300
@@ -132,7 +133,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, 
   diverging = tmp_path / "diverging.gin"
   diverging.write_text("from __gin__ import dynamic_registration\nfrom prompt_tuning_jax.train import optimizers\n"
                        "OPTIMIZER = @optimizers.adamw()\noptimizers.adamw.learning_rate = 1e38\n")
-  args = argv(model_dir, 20, "runs.train.checkpoint_period = 1") + [f"--gin_file={diverging}"]
+  args = argv(model_dir, 20, "peft_io.Checkpointing.period = 1") + [f"--gin_file={diverging}"]
   with pytest.raises(TrainingDivergedError, match=r"loss is (nan|inf) at step 2; stopped\. The last good "
                                                   r"checkpoint \(step 1\)"):
     gin_utils.parse_gin(args_files(args), args_bindings(args))
@@ -207,9 +208,10 @@ def event_scalars(directory, tag):
 @pytest.mark.slow
 def test_periodic_eval_writes_scalars_and_keeps_the_best_and_the_last_checkpoint(tmp_path):
   model_dir = str(tmp_path / "evaluated")
-  run_in_process(argv(model_dir, 10, "EVAL_PERIOD = 2", "runs.train.eval_split = 'validation'",
-                      "runs.train.eval_max_examples = 4", "runs.train.checkpoint_period = 2",
-                      "runs.train.keep_last = 1", "runs.train.keep_best = 1", "runs.train.best_metric = 'accuracy'"))
+  run_in_process(argv(model_dir, 10, "EVAL_PERIOD = 2", "runs.Evaluation.split = 'validation'",
+                      "runs.Evaluation.max_examples = 4", "peft_io.Checkpointing.period = 2",
+                      "peft_io.Checkpointing.keep_last = 1", "peft_io.Checkpointing.keep_best = 1",
+                      "peft_io.Checkpointing.best_metric = 'accuracy'"))
   rows = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
   assert [row["step"] for row in rows if row["split"] == "train"] == list(range(1, 11))
   accuracy = {row["step"]: row["accuracy"] for row in rows if row["split"] == "eval"}
@@ -235,7 +237,7 @@ def test_ner_trains_and_reports_entity_f1_with_a_progress_bar(tmp_path, capsys):
   model_dir = str(tmp_path / "ner")
   bindings = TINY_BERT + [
       f"MODEL_DIR = '{model_dir}'", "MIXTURE_OR_TASK_NAME = 'bert_cluener'", "TASK_FEATURE_LENGTHS = {'input_ids': 96}",
-      "NUM_LABELS = 21", "BATCH_SIZE = 4", "TRAIN_STEPS = 3", "PROMPT_LENGTH = 4", "runs.train.eval_max_examples = 6"]
+      "NUM_LABELS = 21", "BATCH_SIZE = 4", "TRAIN_STEPS = 3", "PROMPT_LENGTH = 4", "runs.Evaluation.max_examples = 6"]
   run_in_process(["--gin_file=models/minilm.gin", "--gin_file=models/bert_token_classification.gin",
                   "--gin_file=methods/prompt_tuning_random.gin", "--gin_file=runs/finetune.gin"] + [
                       f"--gin.{b}" for b in bindings])
@@ -257,7 +259,7 @@ def test_a_second_trainer_on_a_live_model_dir_is_refused_and_a_killed_holder_doe
                                                                                              caplog):
   model_dir = str(tmp_path / "held")
   command = [sys.executable, "-m", "prompt_tuning_jax.train"] + argv(model_dir, 100000,
-                                                                     "runs.train.checkpoint_period = 1")
+                                                                     "peft_io.Checkpointing.period = 1")
   holder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   checkpoints = os.path.join(model_dir, "checkpoints")
   deadline = time.time() + 300

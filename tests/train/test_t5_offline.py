@@ -44,7 +44,7 @@ def train(model_dir: str, *bindings: str, env: dict) -> subprocess.CompletedProc
   tiny = [f"t5_config.preset.{k} = {v}" for k, v in TINY.items()]
   bindings = tiny + [f"MODEL_DIR = '{model_dir}'", "MIXTURE_OR_TASK_NAME = 'super_glue_rte_taskless'",
                      "TASK_FEATURE_LENGTHS = {'inputs': 64, 'targets': 4}", "BATCH_SIZE = 2", "TRAIN_STEPS = 1",
-                     "PROMPT_LENGTH = 4", "runs.train.eval_split = None", "runs.train.show_progress = False",
+                     "PROMPT_LENGTH = 4", "runs.Evaluation.split = None", "runs.train.show_progress = False",
                      *bindings]
   argv = [sys.executable, "-m", "prompt_tuning_jax.train", "--gin_file=models/t5_1_1_small.gin",
           "--gin_file=methods/prompt_tuning.gin", "--gin_file=runs/finetune.gin"] + [f"--gin.{b}" for b in bindings]
