@@ -12,7 +12,7 @@ from prompt_tuning_jax.models import layers, rows
 from prompt_tuning_jax.models.attention import MultiHeadAttention
 from prompt_tuning_jax.models.bert_config import BertConfig
 from prompt_tuning_jax.models.mlp import MlpBlock
-from prompt_tuning_jax.models.slots import ADAPTERS_AFTER_DROPOUT, NO_SLOTS, Slots
+from prompt_tuning_jax.models.slots import NO_SLOTS, Slots
 
 Array = jax.Array
 INIT = nn.initializers.normal(stddev=0.02)  # BERT's initializer_range for every kernel and table.
@@ -57,15 +57,7 @@ class BertLayer(nn.Module):
   def _add_and_norm(self, x: Array, out: Array, slot: str, where: str, norm: str, deterministic: bool) -> Array:
     """LN(x + Drop(adapter(x, out))), or LN(x + adapter(x, Drop(out))): x is the sublayer input, out its
     output [b, l, d]."""
-    adapter = self.slots.make(slot, where=where, embed_dim=x.shape[-1])
-    dropout = nn.Dropout(self.config.dropout_rate)
-    adapter_after_dropout = slot in ADAPTERS_AFTER_DROPOUT
-    if adapter_after_dropout:
-      out = dropout(out, deterministic=deterministic)
-    if adapter is not None:
-      out = adapter(x, out, deterministic=deterministic).astype(out.dtype)
-    if not adapter_after_dropout:
-      out = dropout(out, deterministic=deterministic)
+    out = layers.adapted_dropout(self.slots, slot, where, self.config.dropout_rate, x, out, deterministic)
     return _norm(self.config, norm)(x + out)
 
   @nn.compact

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_tuning_jax.models.slots import ADAPTERS_AFTER_DROPOUT, Slots
+
 Array = jax.Array
 Dtype = Any
 Initializer = Callable[..., Array]
@@ -186,3 +188,19 @@ def activation(name: str) -> Callable[[Array], Array]:
   if name not in ACTIVATIONS:
     raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
   return ACTIVATIONS[name]
+
+
+def adapted_dropout(slots: Slots, slot: str, where: str, dropout_rate: float, sublayer_input: Array, out: Array,
+                    deterministic: bool) -> Array:
+  """A sublayer's output [b, l, d] through its post-sublayer adapter slot and its dropout (METHODS.md §D(2)):
+  Drop(A(sublayer_input, out)) for attention adapters, A(sublayer_input, Drop(out)) for the slots in
+  ADAPTERS_AFTER_DROPOUT (FFN adapters); Drop(out) when the slot is empty. Call it inside a module's compact
+  method (the adapter and the dropout become that module's children)."""
+  adapter = slots.make(slot, where=where, embed_dim=out.shape[-1])
+  dropout = nn.Dropout(dropout_rate)
+  after_dropout = slot in ADAPTERS_AFTER_DROPOUT
+  if after_dropout:
+    out = dropout(out, deterministic=deterministic)
+  if adapter is not None:
+    out = adapter(sublayer_input, out, deterministic=deterministic).astype(out.dtype)
+  return out if after_dropout else dropout(out, deterministic=deterministic)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from prompt_tuning_jax.models import layers, rows
 from prompt_tuning_jax.models.attention import MultiHeadAttention
 from prompt_tuning_jax.models.mlp import MlpBlock
-from prompt_tuning_jax.models.slots import ADAPTERS_AFTER_DROPOUT, Slots
+from prompt_tuning_jax.models.slots import Slots
 from prompt_tuning_jax.models.t5_config import T5Config
 
 Array = jax.Array
@@ -46,14 +46,8 @@ class _Sublayers:
                deterministic: bool) -> Array:
     """The post-sublayer adapter slot, dropout and residual add (METHODS.md §D(2)): attention adapters before
     the dropout, x + Drop(A(sublayer_input, out)); the FFN adapter after it, x + A(sublayer_input, Drop(out))."""
-    adapter = self.slots.make(slot, where=where, embed_dim=x.shape[-1])
-    dropout = nn.Dropout(self.config.dropout_rate)
-    after_dropout = slot in ADAPTERS_AFTER_DROPOUT
-    if after_dropout:
-      out = dropout(out, deterministic=deterministic)
-    if adapter is not None:
-      out = adapter(sublayer_input, out, deterministic=deterministic).astype(out.dtype)
-    return x + (out if after_dropout else dropout(out, deterministic=deterministic))
+    return x + layers.adapted_dropout(self.slots, slot, where, self.config.dropout_rate, sublayer_input, out,
+                                      deterministic)
 
   def mlp(self, x: Array, where: str, deterministic: bool) -> Array:
     cfg = self.config
