@@ -157,6 +157,19 @@ def test_orderings_and_targets_are_judged_on_the_seed_means():
   assert targets[-1] == "- full fine-tuning on SST-2 >= 85.0: 85.50 **met**"
 
 
+def test_cost_sums_each_tasks_wall_time_in_hours():
+  sst2, cb = "bert_glue_sst2", "bert_super_glue_cb"
+  setting = config.Setting(tasks=(sst2, cb, "bert_glue_rte"), methods=tuple(config.METHODS), seeds=(0,),
+                           train_steps="cpu", batch_size=32, max_length=8)
+  runs = [{**fake_run(sst2, m, 0, 80.0), "train_steps": 500, "batch_size": 32, "wall_seconds": w}
+          for m, w in (("bitfit", 1800.0), ("lora", 3600.0))]
+  runs.append({**fake_run(cb, "bitfit", 0, 70.0), "train_steps": 100, "batch_size": 32, "wall_seconds": 900.0})
+  assert report.cost_markdown(setting, runs) == [
+      "- SST-2: 2 runs of 500 steps x 32, 1.50 h", "- CB: 1 runs of 100 steps x 32, 0.25 h",
+      "- in all: 3 runs, 1.75 h"]
+  assert report.cost_markdown(setting, []) == []
+
+
 @pytest.mark.slow
 def test_smoke_ensembles_share_the_head_and_match_each_prompt_run(tmp_path):
   out_dir = str(tmp_path)
