@@ -4,7 +4,8 @@ results.json: {'command', 'setting' (name and fields), 'notes', 'runs': [result.
 results.md: one row per method; per task the shown metrics (config.Task.metrics) as mean ± sample std
 over seeds with the per-seed values (n = seeds when > 1), trainable parameters and % (of the first task: the head's
 size follows the label count, results.json has each), the median step time over the method's runs; then the targets
-(TARGETS) and the papers' orderings (ORDERINGS), each with holds / does not hold; then the runs' summed wall time.
+(TARGETS) and the papers' orderings (ORDERINGS), each with holds / does not hold; then each method's train accuracy over the last fifth of its steps (how near a
+plateau) and the runs' summed wall time.
 """
 import dataclasses
 import statistics
@@ -100,6 +101,26 @@ def targets_markdown(setting: config.Setting, results: list[dict]) -> list[str]:
   return lines
 
 
+def plateau_markdown(setting: config.Setting, results: list[dict]) -> list[str]:
+  """A table, method x task: mean train-batch accuracy over the run's last fifth of steps and its change from the
+  fourth fifth (mean over seeds; training.train_accuracy_fifths), the evidence of how far each run is from its
+  plateau at this budget."""
+  tasks = [t for t in setting.tasks if any(r["task"] == t and r.get("train_accuracy_fifths") for r in results)]
+  if not tasks:
+    return []
+  lines = ["| method | " + " | ".join(config.TASKS[t].label for t in tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
+  for method in setting.methods:
+    cells = []
+    for task in tasks:
+      fifths = [r["train_accuracy_fifths"] for r in results
+                if r["task"] == task and r["method"] == method and r.get("train_accuracy_fifths")]
+      cells.append(f"{statistics.mean(f[4] for f in fifths):.1f} ({statistics.mean(f[4] - f[3] for f in fifths):+.1f})"
+                   if fifths else "—")
+    if any(c != "—" for c in cells):
+      lines.append(f"| {config.METHODS[method].label} | " + " | ".join(cells) + " |")
+  return lines
+
+
 def cost_markdown(setting: config.Setting, results: list[dict]) -> list[str]:
   """Per task (the setting's order) and in all: finished runs, steps x batch each and the sum of their wall
   times (result.json's wall_seconds: training, evaluation and compiles of each run, whatever else shared the
@@ -167,6 +188,10 @@ def markdown(command: str, setting_name: str, setting: config.Setting, results: 
     lines += ["", "Targets:", ""] + targets
   if orderings:
     lines += ["", "The papers' orderings (main metric, mean over seeds):", ""] + orderings
+  plateau = plateau_markdown(setting, results)
+  if plateau:
+    lines += ["", "Train accuracy (%) over the last fifth of steps (change from the fourth fifth), mean over seeds:",
+              ""] + plateau
   lines += ["", "Wall time of the finished runs (sum over runs):", ""] + cost_markdown(setting, results)
   return "\n".join(lines) + "\n"
 

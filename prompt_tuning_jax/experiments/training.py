@@ -91,6 +91,15 @@ def step_seconds(metrics_jsonl: str, batch_size: int) -> Optional[float]:
   return statistics.median(timed) if timed else None
 
 
+def train_accuracy_fifths(metrics_jsonl: str) -> list[float]:
+  """Mean train-batch accuracy (%) over each fifth of the train steps in metrics.jsonl (a flat last two = trained
+  to a plateau at this budget); fewer than 5 steps: []."""
+  rows = [json.loads(line) for line in open(metrics_jsonl)]
+  accuracy = [row["accuracy"] for row in rows if row["split"] == "train"]
+  fifth = len(accuracy) // 5
+  return [100 * statistics.mean(accuracy[i * fifth:(i + 1) * fifth]) for i in range(5)] if fifth else []
+
+
 def read_json(path: str) -> Any:
   with open(path) as f:
     return json.load(f)
@@ -134,8 +143,17 @@ def _lock_owner_alive(lock: str) -> bool:
 
 def finished(run: Run, out_dir: str) -> Optional[dict[str, Any]]:
   """The run's result.json under out_dir, or None when the run has not finished."""
-  path = os.path.join(out_dir, run.directory, "result.json")
-  return read_json(path) if os.path.isfile(path) else None
+  model_dir = os.path.join(out_dir, run.directory)
+  return read_result(model_dir) if os.path.isfile(os.path.join(model_dir, "result.json")) else None
+
+
+def read_result(model_dir: str) -> dict[str, Any]:
+  """model_dir/result.json, with train_accuracy_fifths added from its metrics.jsonl where the result predates
+  the field."""
+  result = read_json(os.path.join(model_dir, "result.json"))
+  if "train_accuracy_fifths" not in result:
+    result["train_accuracy_fifths"] = train_accuracy_fifths(os.path.join(model_dir, "metrics.jsonl"))
+  return result
 
 
 def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence[str] = (), extra: Sequence[str] = (),
@@ -147,14 +165,14 @@ def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence
 
   Result: task, method, seed, model_dir (relative to out_dir), train_steps, batch_size, length, metrics (the
   last evaluation: eval/metrics.json), total / trainable parameters and trainable_percent (params.py, abstract
-  shapes), step_seconds (median), wall_seconds, gin_files, gin_bindings.
+  shapes), step_seconds (median), train_accuracy_fifths, wall_seconds, gin_files, gin_bindings.
   """
   relative = directory or run.directory
   model_dir = os.path.abspath(os.path.join(out_dir, relative))
   result_path = os.path.join(model_dir, "result.json")
   if os.path.isfile(result_path):
     print(f"skip {relative}: finished (result.json)", flush=True)
-    return read_json(result_path)
+    return read_result(model_dir)
   print(f"run  {relative}", flush=True)
   start = time.perf_counter()
   files, bindings = gin_config(run, setting, model_dir, extra_files, extra, initial_checkpoint)
@@ -170,6 +188,7 @@ def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence
             "total_parameters": report["total"], "trainable_parameters": report["trainable"],
             "trainable_percent": report["trainable_percent"],
             "step_seconds": step_seconds(os.path.join(model_dir, "metrics.jsonl"), setting.batch_size),
+            "train_accuracy_fifths": train_accuracy_fifths(os.path.join(model_dir, "metrics.jsonl")),
             "wall_seconds": round(time.perf_counter() - start, 1), "gin_files": files, "gin_bindings": bindings}
   outputs.write_json(result_path, result)
   return result

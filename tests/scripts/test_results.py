@@ -157,6 +157,23 @@ def test_orderings_and_targets_are_judged_on_the_seed_means():
   assert targets[-1] == "- full fine-tuning on SST-2 >= 85.0: 85.50 **met**"
 
 
+def test_train_accuracy_fifths_and_the_plateau_table(tmp_path):
+  metrics = tmp_path / "metrics.jsonl"
+  rows = [{"split": "train", "step": i + 1, "accuracy": 0.5 if i < 8 else 1.0} for i in range(10)]
+  rows.insert(3, {"split": "eval", "step": 3, "accuracy": 0.0})  # eval rows are not train batches
+  metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  assert training.train_accuracy_fifths(str(metrics)) == [50.0, 50.0, 50.0, 50.0, 100.0]
+  metrics.write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+  assert training.train_accuracy_fifths(str(metrics)) == []  # under 5 train steps
+  sst2 = "bert_glue_sst2"
+  setting = config.Setting(tasks=(sst2, "bert_super_glue_cb"), methods=tuple(config.METHODS), seeds=(0, 1),
+                           train_steps=1, batch_size=1, max_length=8)
+  runs = [{**fake_run(sst2, "bitfit", s, 80.0), "train_accuracy_fifths": f}
+          for s, f in enumerate([[60, 70, 80, 84, 85], [60, 70, 80, 86, 86]])]
+  assert report.plateau_markdown(setting, runs) == ["| method | SST-2 |", "|---|---|", "| BitFit | 85.5 (+0.5) |"]
+  assert report.plateau_markdown(setting, [fake_run(sst2, "bitfit", 0, 80.0)]) == []
+
+
 def test_cost_sums_each_tasks_wall_time_in_hours():
   sst2, cb = "bert_glue_sst2", "bert_super_glue_cb"
   setting = config.Setting(tasks=(sst2, cb, "bert_glue_rte"), methods=tuple(config.METHODS), seeds=(0,),
