@@ -11,7 +11,10 @@ else is identical (runs.evaluate checks it). So per task:
   4. runs.evaluate(checkpoint_dirs=[the K dirs]) -> ensembles/<task>/eval: each prompt, their mean and best,
      majority vote and mean log-prob (evaluation/ensemble.py), predictions.jsonl with every prompt's scores.
 """
+import itertools
+import json
 import os
+import statistics
 from typing import Any
 
 import gin
@@ -48,6 +51,21 @@ def evaluate(run: training.Run, setting: config.Setting, checkpoint_dirs: list[s
   return gin.get_configurable(runs.evaluate)()
 
 
+def agreement(predictions_jsonl: str) -> dict[str, float]:
+  """How much the K prompts differ on the evaluated examples (runs.evaluate's predictions.jsonl), in %:
+  all_agree (every prompt predicts the same class), pairwise (mean over prompt pairs of the examples they agree
+  on) and any_correct (some prompt is right: the ceiling of any vote over these prompts)."""
+  with open(predictions_jsonl) as f:
+    rows = [json.loads(line) for line in f]
+  k = len(rows[0]["predictions"])
+  def share(hits) -> float:
+    return 100 * sum(hits) / len(rows)
+  return {"all_agree": share(len(set(r["predictions"])) == 1 for r in rows),
+          "pairwise": statistics.mean(share(r["predictions"][i] == r["predictions"][j] for r in rows)
+                                      for i, j in itertools.combinations(range(k), 2)),
+          "any_correct": share(r["target"] in r["predictions"] for r in rows)}
+
+
 def run_task(task: str, setting: config.Setting, out_dir: str) -> dict[str, Any]:
   """Steps 1-4 of the module docstring for one task (finished steps are skipped); returns the report."""
   base = os.path.join("ensembles", task)
@@ -67,6 +85,7 @@ def run_task(task: str, setting: config.Setting, out_dir: str) -> dict[str, Any]
   else:
     metrics = evaluate(run, setting, [os.path.join(out_dir, p["model_dir"]) for p in prompts], head_checkpoint,
                        output_dir)
+  predictions = os.path.join(base, "eval", "predictions.jsonl")
   return {"task": task, "method": run.method, "num_prompts": setting.ensemble_prompts,
           "head_metrics": head["metrics"], "metrics": metrics, "head_run": head, "prompt_runs": prompts,
-          "predictions": os.path.join(base, "eval", "predictions.jsonl")}
+          "predictions": predictions, "agreement": agreement(os.path.join(out_dir, predictions))}

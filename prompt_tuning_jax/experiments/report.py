@@ -197,7 +197,8 @@ def markdown(command: str, setting_name: str, setting: config.Setting, results: 
 
 
 def ensemble_markdown(command: str, reports: list[dict]) -> str:
-  """Per task: each prompt, their mean and best, majority vote and mean-log-prob (runs.evaluate's report)."""
+  """Per task: each prompt, their mean and best, majority vote and mean-log-prob (runs.evaluate's report), the
+  ensemble-vs-best verdicts and how often the prompts agree (prompt_ensembles.agreement)."""
   lines = [f"Command: `{command}`", "", "| task | metric | head run (prompt + head) | " + " | ".join(
       f"prompt {k}" for k in range(max(r["num_prompts"] for r in reports))) + " | mean | best | majority vote | "
       "mean log-prob |", "|" + "---|" * (7 + max(r["num_prompts"] for r in reports))]
@@ -216,6 +217,12 @@ def ensemble_markdown(command: str, reports: list[dict]) -> str:
       lines.append(f"- {config.TASKS[report['task']].label}, {combined.replace('_', ' ')}: "
                    f"{metrics[f'{combined}/{name}']:.2f} vs best {metrics[f'best/{name}']:.2f}, gap {gap:+.2f}: "
                    f"**{'holds' if gap > 0 else 'does not hold'}**")
+  lines += ["", "How different the prompts' predictions are (a vote can only fix an example some prompt gets right):", ""]
+  for report in reports:
+    a = report["agreement"]
+    lines.append(f"- {config.TASKS[report['task']].label}: all {report['num_prompts']} prompts agree on "
+                 f"{a['all_agree']:.1f}% of the examples, a pair of prompts on {a['pairwise']:.1f}% (mean over "
+                 f"pairs); some prompt is right on {a['any_correct']:.1f}%")
   return "\n".join(lines) + "\n"
 
 

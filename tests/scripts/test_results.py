@@ -187,6 +187,19 @@ def test_cost_sums_each_tasks_wall_time_in_hours():
   assert report.cost_markdown(setting, []) == []
 
 
+def test_prompt_agreement_counts_examples_and_pairs(tmp_path):
+  from prompt_tuning_jax.experiments import prompt_ensembles  # pylint: disable=g-import-not-at-top  (imports jax)
+  rows = [{"target": 1, "predictions": [1, 1, 1]},   # all agree, right
+          {"target": 0, "predictions": [1, 1, 1]},   # all agree, all wrong
+          {"target": 0, "predictions": [0, 1, 1]},   # pairs (0,1), (0,2) differ; prompt 0 right
+          {"target": 2, "predictions": [0, 0, 1]}]   # pairs (0,2), (1,2) differ; none right
+  path = tmp_path / "predictions.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  agreement = prompt_ensembles.agreement(str(path))
+  # pair (0,1) agrees on 3 of 4 rows, (0,2) on 2, (1,2) on 3
+  assert agreement == pytest.approx({"all_agree": 50.0, "pairwise": 100 * (3 + 2 + 3) / 12, "any_correct": 50.0})
+
+
 @pytest.mark.slow
 def test_smoke_ensembles_share_the_head_and_match_each_prompt_run(tmp_path):
   out_dir = str(tmp_path)
