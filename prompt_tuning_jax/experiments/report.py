@@ -3,7 +3,8 @@
 results.json: {'command', 'setting' (name and fields), 'notes', 'runs': [result.json of each run]}.
 results.md: one row per method; per task the shown metrics (config.Task.metrics) as mean ± sample std
 over seeds with the per-seed values (n = seeds when > 1), trainable parameters and % (of the first task: the head's
-size follows the label count, results.json has each), the median step time over the method's runs; then the targets
+size follows the label count, results.json has each), the median step time over the method's runs of the first
+task (inputs of another length take another time); then the targets
 (TARGETS) and the papers' orderings (ORDERINGS), each with holds / does not hold; then each method's train accuracy over the last fifth of its steps (how near a
 plateau) and the runs' summed wall time.
 """
@@ -167,7 +168,8 @@ def markdown(command: str, setting_name: str, setting: config.Setting, results: 
   """The method-comparison table of `results` (methods and tasks in the setting's order)."""
   tasks = [t for t in setting.tasks if any(r["task"] == t for r in results)]
   header = ["method", "trainable (%)"] + [
-      f"{config.TASKS[t].label} ({' / '.join(config.TASKS[t].metrics)})" for t in tasks] + ["step ms (median)"]
+      f"{config.TASKS[t].label} ({' / '.join(config.TASKS[t].metrics)})" for t in tasks] + (
+      [f"{config.TASKS[tasks[0]].label} step ms (median)"] if tasks else [])
   lines = [f"Command: `{command}`", ""] + [f"- {line}" for line in notes(setting_name, setting)] + [
       "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for method in setting.methods:
@@ -180,7 +182,7 @@ def markdown(command: str, setting_name: str, setting: config.Setting, results: 
       runs = [r for r in mine if r["task"] == task]
       cells.append(" / ".join(seed_values([r["metrics"][m] for r in runs]) for m in config.TASKS[task].metrics)
                    + (f" (n={len(runs)})" if len(runs) > 1 else "") if runs else "—")
-    steps = [r["step_seconds"] for r in mine if r["step_seconds"] is not None]
+    steps = [r["step_seconds"] for r in mine if r["task"] == tasks[0] and r["step_seconds"] is not None]
     cells.append(f"{1000 * statistics.median(steps):.0f}" if steps else "—")
     lines.append("| " + " | ".join(cells) + " |")
   targets, orderings = targets_markdown(setting, results), orderings_markdown(setting, results)

@@ -174,6 +174,21 @@ def test_train_accuracy_fifths_and_the_plateau_table(tmp_path):
   assert report.plateau_markdown(setting, [fake_run(sst2, "bitfit", 0, 80.0)]) == []
 
 
+def test_step_time_column_is_the_first_tasks_median():
+  sst2, cb = "bert_glue_sst2", "bert_super_glue_cb"
+  setting = config.Setting(tasks=(sst2, cb), methods=("bitfit",), seeds=(0, 1, 2), train_steps=1, batch_size=1,
+                           max_length=8)
+  shared = {"trainable_parameters": 10, "trainable_percent": 1.0, "train_steps": 1, "batch_size": 1,
+            "wall_seconds": 1.0}
+  runs = [{**fake_run(sst2, "bitfit", s, 80.0), **shared, "step_seconds": t} for s, t in enumerate([0.1, 0.3, 0.2])]
+  runs += [{**fake_run(cb, "bitfit", s, 70.0), **shared, "step_seconds": 3.0} for s in range(3)]  # longer inputs
+  for run in runs[3:]:
+    run["metrics"]["accuracy"] = 80.0
+  table = report.markdown("cmd", "cpu", setting, runs).splitlines()
+  assert next(line for line in table if line.startswith("| method |")).endswith("| SST-2 step ms (median) |")
+  assert next(line for line in table if line.startswith("| BitFit |")).endswith("| 200 |")
+
+
 def test_cost_sums_each_tasks_wall_time_in_hours():
   sst2, cb = "bert_glue_sst2", "bert_super_glue_cb"
   setting = config.Setting(tasks=(sst2, cb, "bert_glue_rte"), methods=tuple(config.METHODS), seeds=(0,),
