@@ -4,9 +4,9 @@ results.json: {'command', 'setting' (name and fields), 'notes', 'runs': [result.
 results.md: one row per method; per task the shown metrics (config.Task.metrics) as mean ± sample std
 over seeds with the per-seed values (n = seeds when > 1), trainable parameters and % (of the first task: the head's
 size follows the label count, results.json has each), the median step time over the method's runs of the first
-task (inputs of another length take another time); then the targets
-(TARGETS) and the papers' orderings (ORDERINGS), each with holds / does not hold; then each method's train accuracy over the last fifth of its steps (how near a
-plateau) and the runs' summed wall time.
+task (inputs of another length take another time); then the targets (TARGETS) and the papers' orderings
+(ORDERINGS), each with holds / does not hold; then each method's train accuracy over the last fifth of its steps
+(how near a plateau) and the runs' summed wall time.
 """
 import dataclasses
 import statistics
@@ -126,18 +126,17 @@ def cost_markdown(setting: config.Setting, results: list[dict]) -> list[str]:
   """Per task (the setting's order) and in all: finished runs, steps x batch each and the sum of their wall
   times (result.json's wall_seconds: training, evaluation and compiles of each run, whatever else shared the
   machine)."""
-  lines, total = [], 0.0
+  lines, total_runs, total_hours = [], 0, 0.0
   for task in setting.tasks:
     runs = [r for r in results if r["task"] == task]
     if runs:
       hours = sum(r["wall_seconds"] for r in runs) / 3600
-      total += hours
+      total_runs, total_hours = total_runs + len(runs), total_hours + hours
       shapes = sorted({(r["train_steps"], r["batch_size"]) for r in runs})
       lines.append(f"- {config.TASKS[task].label}: {len(runs)} runs of "
                    f"{', '.join(f'{steps} steps x {batch}' for steps, batch in shapes)}, {hours:.2f} h")
   if lines:
-    lines.append(f"- in all: {sum(len([r for r in results if r['task'] == t]) for t in setting.tasks)} runs, "
-                 f"{total:.2f} h")
+    lines.append(f"- in all: {total_runs} runs, {total_hours:.2f} h")
   return lines
 
 

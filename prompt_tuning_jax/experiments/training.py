@@ -83,21 +83,25 @@ def gin_config(run: Run, setting: config.Setting, model_dir: str, extra_files: S
   return files, bindings
 
 
-def step_seconds(metrics_jsonl: str, batch_size: int) -> Optional[float]:
-  """Median seconds per train step after the compiling ones, from metrics.jsonl's examples_per_second."""
-  rows = [json.loads(line) for line in open(metrics_jsonl)]
-  times = [batch_size / row["examples_per_second"] for row in rows if row["split"] == "train"]
+def train_rows(metrics_jsonl: str) -> list[dict[str, Any]]:
+  """The train steps' rows of a run's metrics.jsonl, in order."""
+  with open(metrics_jsonl) as f:
+    return [row for row in map(json.loads, f) if row["split"] == "train"]
+
+
+def step_seconds(rows: list[dict[str, Any]], batch_size: int) -> Optional[float]:
+  """Median seconds per train step after the compiling ones, from the train rows' examples_per_second."""
+  times = [batch_size / row["examples_per_second"] for row in rows]
   timed = times[COMPILE_STEPS:] or times[-1:]
   return statistics.median(timed) if timed else None
 
 
-def train_accuracy_fifths(metrics_jsonl: str) -> list[float]:
-  """Mean train-batch accuracy (%) over each fifth of the train steps in metrics.jsonl (a flat last two = trained
-  to a plateau at this budget); fewer than 5 steps: []."""
-  rows = [json.loads(line) for line in open(metrics_jsonl)]
-  accuracy = [row["accuracy"] for row in rows if row["split"] == "train"]
-  fifth = len(accuracy) // 5
-  return [100 * statistics.mean(accuracy[i * fifth:(i + 1) * fifth]) for i in range(5)] if fifth else []
+def train_accuracy_fifths(rows: list[dict[str, Any]]) -> list[float]:
+  """Mean train-batch accuracy (%) over each fifth of the train rows (a flat last two = trained to a plateau at
+  this budget); fewer than 5 rows: []."""
+  fifth = len(rows) // 5
+  return [100 * statistics.mean(row["accuracy"] for row in rows[i * fifth:(i + 1) * fifth]) for i in range(5)] \
+      if fifth else []
 
 
 def read_json(path: str) -> Any:
@@ -152,7 +156,7 @@ def read_result(model_dir: str) -> dict[str, Any]:
   the field."""
   result = read_json(os.path.join(model_dir, "result.json"))
   if "train_accuracy_fifths" not in result:
-    result["train_accuracy_fifths"] = train_accuracy_fifths(os.path.join(model_dir, "metrics.jsonl"))
+    result["train_accuracy_fifths"] = train_accuracy_fifths(train_rows(os.path.join(model_dir, "metrics.jsonl")))
   return result
 
 
@@ -181,14 +185,14 @@ def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence
     gin_utils.parse_gin(files, bindings)
     gin.get_configurable(runs.train)()
   metrics = read_json(os.path.join(model_dir, "eval", "metrics.json"))
+  rows = train_rows(os.path.join(model_dir, "metrics.jsonl"))
   result = {"task": run.task, "method": run.method, "seed": run.seed, "model_dir": relative,
             "train_steps": setting.steps(run.task), "batch_size": setting.batch_size,
             "length": setting.length(run.task), "learning_rate": run.learning_rate, "variant": run.variant,
             "holdout": setting.holdout, "metrics": metrics,
             "total_parameters": report["total"], "trainable_parameters": report["trainable"],
             "trainable_percent": report["trainable_percent"],
-            "step_seconds": step_seconds(os.path.join(model_dir, "metrics.jsonl"), setting.batch_size),
-            "train_accuracy_fifths": train_accuracy_fifths(os.path.join(model_dir, "metrics.jsonl")),
+            "step_seconds": step_seconds(rows, setting.batch_size), "train_accuracy_fifths": train_accuracy_fifths(rows),
             "wall_seconds": round(time.perf_counter() - start, 1), "gin_files": files, "gin_bindings": bindings}
   outputs.write_json(result_path, result)
   return result

@@ -162,9 +162,9 @@ def test_train_accuracy_fifths_and_the_plateau_table(tmp_path):
   rows = [{"split": "train", "step": i + 1, "accuracy": 0.5 if i < 8 else 1.0} for i in range(10)]
   rows.insert(3, {"split": "eval", "step": 3, "accuracy": 0.0})  # eval rows are not train batches
   metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
-  assert training.train_accuracy_fifths(str(metrics)) == [50.0, 50.0, 50.0, 50.0, 100.0]
+  assert training.train_accuracy_fifths(training.train_rows(str(metrics))) == [50.0, 50.0, 50.0, 50.0, 100.0]
   metrics.write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
-  assert training.train_accuracy_fifths(str(metrics)) == []  # under 5 train steps
+  assert training.train_accuracy_fifths(training.train_rows(str(metrics))) == []  # under 5 train steps
   sst2 = "bert_glue_sst2"
   setting = config.Setting(tasks=(sst2, "bert_super_glue_cb"), methods=tuple(config.METHODS), seeds=(0, 1),
                            train_steps=1, batch_size=1, max_length=8)
