@@ -135,7 +135,7 @@ class Setting:
   holdout: bool = False
   eval_period: int = 0
   eval_max_examples: Optional[int] = None
-  ensemble_tasks: tuple[str, ...] = ("bert_glue_sst2", "bert_glue_rte")
+  ensemble_tasks: tuple[str, ...] = ("bert_glue_sst2", "bert_super_glue_cb")
   ensemble_prompts: int = 5
   ensemble_method: str = "prompt_tuning_class_label"
   backbone_bindings: tuple[str, ...] = ()
