@@ -133,11 +133,16 @@ def cost_markdown(setting: config.Setting, results: list[dict]) -> list[str]:
       hours = sum(r["wall_seconds"] for r in runs) / 3600
       total_runs, total_hours = total_runs + len(runs), total_hours + hours
       shapes = sorted({(r["train_steps"], r["batch_size"]) for r in runs})
-      lines.append(f"- {config.TASKS[task].label}: {len(runs)} runs of "
+      lines.append(f"- {config.TASKS[task].label}: {_count(len(runs), 'run')} of "
                    f"{', '.join(f'{steps} steps x {batch}' for steps, batch in shapes)}, {hours:.2f} h")
   if lines:
-    lines.append(f"- in all: {total_runs} runs, {total_hours:.2f} h")
+    lines.append(f"- in all: {_count(total_runs, 'run')}, {total_hours:.2f} h")
   return lines
+
+
+def _count(n: int, noun: str) -> str:
+  """'1 run', '2 runs'."""
+  return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def notes(setting_name: str, setting: config.Setting) -> list[str]:

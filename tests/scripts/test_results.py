@@ -197,7 +197,7 @@ def test_cost_sums_each_tasks_wall_time_in_hours():
           for m, w in (("bitfit", 1800.0), ("lora", 3600.0))]
   runs.append({**fake_run(cb, "bitfit", 0, 70.0), "train_steps": 100, "batch_size": 32, "wall_seconds": 900.0})
   assert report.cost_markdown(setting, runs) == [
-      "- SST-2: 2 runs of 500 steps x 32, 1.50 h", "- CB: 1 runs of 100 steps x 32, 0.25 h",
+      "- SST-2: 2 runs of 500 steps x 32, 1.50 h", "- CB: 1 run of 100 steps x 32, 0.25 h",
       "- in all: 3 runs, 1.75 h"]
   assert report.cost_markdown(setting, []) == []
 
