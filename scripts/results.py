@@ -6,6 +6,7 @@
   python scripts/results.py --setting=cpu --ensembles --out_dir=results_cpu       # 5 prompts x 2 tasks
   python scripts/results.py --setting=cpu --tasks=bert_glue_sst2 --methods=lora,bitfit --out_dir=...  # a subset
   python scripts/results.py --setting=cpu --report_only --out_dir=results_cpu     # the table of finished runs
+  python scripts/results.py --setting=cpu --report_only --out_dir=results_cpu --into=docs/RESULTS.md  # ... into the page
   python scripts/results.py --setting=sweep --sweep --out_dir=runs/sweep           # learning-rate sweeps (holdout)
   python scripts/results.py --setting=sweep --heads --out_dir=runs/sweep           # pooling / head comparison
 
@@ -45,6 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--dry_run", action="store_true", help="list the runs and exit")
   parser.add_argument("--report_only", action="store_true",
                       help="train nothing: write results.json/.md from the plan's finished runs")
+  parser.add_argument("--into", help="a markdown file (docs/RESULTS.md): replace its '<!-- results:NAME -->' blocks "
+                      "(table, targets, orderings, plateau, wall) with this report's")
   return parser.parse_args(argv)
 
 

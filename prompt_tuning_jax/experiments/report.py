@@ -168,14 +168,14 @@ def payload(command: str, setting_name: str, setting: config.Setting, results: l
           "notes": notes(setting_name, setting), "runs": results}
 
 
-def markdown(command: str, setting_name: str, setting: config.Setting, results: list[dict]) -> str:
-  """The method-comparison table of `results` (methods and tasks in the setting's order)."""
+def blocks(setting: config.Setting, results: list[dict]) -> dict[str, list[str]]:
+  """The report's parts as markdown lines (empty where nothing finished): 'table' (methods x tasks, the
+  setting's order), 'targets', 'orderings', 'plateau', 'wall' (cost_markdown)."""
   tasks = [t for t in setting.tasks if any(r["task"] == t for r in results)]
   header = ["method", "trainable (%)"] + [
       f"{config.TASKS[t].label} ({' / '.join(config.TASKS[t].metrics)})" for t in tasks] + (
       [f"{config.TASKS[tasks[0]].label} step ms (median)"] if tasks else [])
-  lines = [f"Command: `{command}`", ""] + [f"- {line}" for line in notes(setting_name, setting)] + [
-      "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for method in setting.methods:
     mine = [r for r in results if r["method"] == method]
     if not mine:
@@ -188,18 +188,42 @@ def markdown(command: str, setting_name: str, setting: config.Setting, results: 
                    + (f" (n={len(runs)})" if len(runs) > 1 else "") if runs else "—")
     steps = [r["step_seconds"] for r in mine if r["task"] == tasks[0] and r["step_seconds"] is not None]
     cells.append(f"{1000 * statistics.median(steps):.0f}" if steps else "—")
-    lines.append("| " + " | ".join(cells) + " |")
-  targets, orderings = targets_markdown(setting, results), orderings_markdown(setting, results)
-  if targets:
-    lines += ["", "Targets:", ""] + targets
-  if orderings:
-    lines += ["", "The papers' orderings (main metric, mean over seeds):", ""] + orderings
-  plateau = plateau_markdown(setting, results)
-  if plateau:
-    lines += ["", "Train accuracy (%) over the last fifth of steps (change from the fourth fifth), mean over seeds:",
-              ""] + plateau
-  lines += ["", "Wall time of the finished runs (sum over runs):", ""] + cost_markdown(setting, results)
+    table.append("| " + " | ".join(cells) + " |")
+  return {"table": table, "targets": targets_markdown(setting, results),
+          "orderings": orderings_markdown(setting, results), "plateau": plateau_markdown(setting, results),
+          "wall": cost_markdown(setting, results)}
+
+
+def markdown(command: str, setting_name: str, setting: config.Setting, results: list[dict]) -> str:
+  """The method-comparison report of `results`: the command, the setting's notes and `blocks` with headings."""
+  parts = blocks(setting, results)
+  lines = [f"Command: `{command}`", ""] + [f"- {line}" for line in notes(setting_name, setting)] + [""] + parts["table"]
+  for name, heading in (("targets", "Targets:"), ("orderings", "The papers' orderings (main metric, mean over seeds):"),
+                        ("plateau", "Train accuracy (%) over the last fifth of steps (change from the fourth fifth), "
+                                    "mean over seeds:")):
+    if parts[name]:
+      lines += ["", heading, ""] + parts[name]
+  lines += ["", "Wall time of the finished runs (sum over runs):", ""] + parts["wall"]
   return "\n".join(lines) + "\n"
+
+
+def splice(doc: str, parts: dict[str, list[str]], path: str) -> str:
+  """`doc` with each part that has markers in it (`<!-- results:NAME -->` ... `<!-- /results:NAME -->`, each on
+  its own line) replaced by the part's lines; the text outside the markers is kept. `path` names the document in
+  the error raised when it has no markers at all or an opening marker without its closing one."""
+  found = 0
+  for name, lines in parts.items():
+    begin, end = f"<!-- results:{name} -->\n", f"<!-- /results:{name} -->"
+    if begin not in doc:
+      continue
+    start = doc.index(begin) + len(begin)
+    stop = doc.find(end, start)
+    if stop < 0:
+      raise ValueError(f"{path}: '{begin.strip()}' has no '{end}' after it")
+    doc, found = doc[:start] + "".join(line + "\n" for line in lines) + doc[stop:], found + 1
+  if not found:
+    raise ValueError(f"{path}: no '<!-- results:NAME -->' marker for any of {sorted(parts)}")
+  return doc
 
 
 def ensemble_markdown(command: str, reports: list[dict]) -> str:

@@ -61,7 +61,10 @@ def make_plan(setting: config.Setting, *, sweep: bool = False, heads: bool = Fal
 def run(args: argparse.Namespace, command: str) -> int:
   """scripts/results.py with its parsed flags `args`: writes command.txt, then the table (results.json/.md),
   the sweep (sweep.json/.md), the head comparison (heads.json/.md) or the ensembles (ensembles.json/.md) into
-  args.out_dir and prints the markdown; --dry_run lists the runs instead."""
+  args.out_dir and prints the markdown; --into splices the table's blocks into a markdown file (report.splice);
+  --dry_run lists the runs instead."""
+  if args.into and (args.ensembles or args.sweep or args.heads):
+    raise ValueError(f"--into={args.into} takes the table's blocks; --ensembles, --sweep and --heads have none")
   setting = setting_from(args.setting, tasks=args.tasks, methods=args.methods, seeds=args.seeds,
                          train_steps=args.train_steps, ensembles=args.ensembles)
   os.makedirs(args.out_dir, exist_ok=True)
@@ -100,6 +103,10 @@ def run(args: argparse.Namespace, command: str) -> int:
     text = (report.sweep_markdown(command, results) if name != "results" else
             report.markdown(command, args.setting, setting, results))
     path = os.path.join(args.out_dir, f"{name}.md")
+    if args.into and name == "results":
+      with open(args.into) as f:
+        doc = report.splice(f.read(), report.blocks(setting, results), args.into)
+      outputs.write_text(args.into, doc)
   with open(path, "w") as f:
     f.write(text)
   print(text)

@@ -90,12 +90,44 @@ def test_report_only_tabulates_finished_runs_and_trains_nothing(smoke, tmp_path)
   out_dir = str(tmp_path / "copy")
   shutil.copytree(smoke[0], out_dir)
   bitfit = read(os.path.join(out_dir, "bert_super_glue_cb", "bitfit", "seed_0", "result.json"))
-  stdout = run_script("--setting=smoke", "--report_only", "--methods=bitfit,full_finetuning", f"--out_dir={out_dir}")
+  doc = tmp_path / "RESULTS.md"
+  doc.write_text("# Results\n\n<!-- results:table -->\nold table\n<!-- /results:table -->\n\nprose stays\n")
+  stdout = run_script("--setting=smoke", "--report_only", "--methods=bitfit,full_finetuning", f"--out_dir={out_dir}",
+                      f"--into={doc}")
   assert "report only: 1 of 2 runs finished" in stdout and "run  " not in stdout
   assert not os.path.exists(os.path.join(out_dir, "bert_super_glue_cb", "full_finetuning"))
   assert read(os.path.join(out_dir, "results.json"))["runs"] == [bitfit]
   table = open(os.path.join(out_dir, "results.md")).read()
   assert "| BitFit |" in table and "full fine-tuning" not in table
+  rows = [line for line in table.splitlines() if line.startswith("|")]  # results.md's method table
+  assert doc.read_text() == ("# Results\n\n<!-- results:table -->\n" + "".join(r + "\n" for r in rows)
+                             + "<!-- /results:table -->\n\nprose stays\n")
+
+
+def test_splice_replaces_the_marked_blocks_and_keeps_the_rest():
+  parts = {"table": ["| a |", "|---|"], "wall": ["- in all: 1 run, 0.10 h"], "targets": ["- unmarked, unused"]}
+  doc = ("intro\n<!-- results:table -->\nstale\nrows\n<!-- /results:table -->\nmiddle\n"
+         "<!-- results:wall -->\n<!-- /results:wall -->\nend\n")
+  once = report.splice(doc, parts, "RESULTS.md")
+  assert once == ("intro\n<!-- results:table -->\n| a |\n|---|\n<!-- /results:table -->\nmiddle\n"
+                  "<!-- results:wall -->\n- in all: 1 run, 0.10 h\n<!-- /results:wall -->\nend\n")
+  assert report.splice(once, parts, "RESULTS.md") == once  # a refresh rewrites only the blocks
+  with pytest.raises(ValueError, match=r"RESULTS.md: '<!-- results:table -->' has no '<!-- /results:table -->'"):
+    report.splice("<!-- results:table -->\nrows\n", parts, "RESULTS.md")
+  with pytest.raises(ValueError, match=r"notes.md: no '<!-- results:NAME -->' marker"):
+    report.splice("no markers\n", parts, "notes.md")
+
+
+def test_markdown_is_the_blocks_under_their_headings():
+  setting = config.Setting(tasks=("bert_glue_sst2",), methods=("bitfit", "lora"), seeds=(0,), train_steps="cpu",
+                           batch_size=32, max_length=8)
+  shared = {"trainable_parameters": 10, "trainable_percent": 1.0, "train_steps": 500, "batch_size": 32,
+            "wall_seconds": 60.0, "step_seconds": 0.2, "train_accuracy_fifths": [60.0, 70.0, 75.0, 80.0, 81.0]}
+  runs = [{**fake_run("bert_glue_sst2", m, 0, v), **shared} for m, v in (("bitfit", 80.0), ("lora", 84.0))]
+  parts, text = report.blocks(setting, runs), report.markdown("cmd", "cpu", setting, runs)
+  assert parts["table"][2].startswith("| BitFit | 10 (1.000%) | 80.00 |") and len(parts["table"]) == 4
+  for name in ("table", "targets", "plateau", "wall"):
+    assert parts[name] and "\n".join(parts[name]) in text, name
 
 
 def test_mean_std_format():
