@@ -10,7 +10,7 @@ task (inputs of another length take another time); then the targets (TARGETS) an
 """
 import dataclasses
 import statistics
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from prompt_tuning_jax.experiments import config
 
@@ -194,9 +194,11 @@ def blocks(setting: config.Setting, results: list[dict]) -> dict[str, list[str]]
           "wall": cost_markdown(setting, results)}
 
 
-def markdown(command: str, setting_name: str, setting: config.Setting, results: list[dict]) -> str:
-  """The method-comparison report of `results`: the command, the setting's notes and `blocks` with headings."""
-  parts = blocks(setting, results)
+def markdown(command: str, setting_name: str, setting: config.Setting, results: list[dict],
+             parts: Optional[dict[str, list[str]]] = None) -> str:
+  """The method-comparison report of `results`: the command, the setting's notes and `blocks` with headings
+  (`parts`: the blocks when the caller has them already)."""
+  parts = parts or blocks(setting, results)
   lines = [f"Command: `{command}`", ""] + [f"- {line}" for line in notes(setting_name, setting)] + [""] + parts["table"]
   for name, heading in (("targets", "Targets:"), ("orderings", "The papers' orderings (main metric, mean over seeds):"),
                         ("plateau", "Train accuracy (%) over the last fifth of steps (change from the fourth fifth), "

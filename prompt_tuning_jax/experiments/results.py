@@ -100,12 +100,13 @@ def run(args: argparse.Namespace, command: str) -> int:
     name = "sweep" if args.sweep else "heads" if args.heads else "results"
     outputs.write_json(os.path.join(args.out_dir, f"{name}.json"),
                        report.payload(command, args.setting, setting, results))
-    text = (report.sweep_markdown(command, results) if name != "results" else
-            report.markdown(command, args.setting, setting, results))
+    parts = report.blocks(setting, results) if name == "results" else None
+    text = (report.sweep_markdown(command, results) if parts is None else
+            report.markdown(command, args.setting, setting, results, parts))
     path = os.path.join(args.out_dir, f"{name}.md")
-    if args.into and name == "results":
+    if args.into and parts is not None:
       with open(args.into) as f:
-        doc = report.splice(f.read(), report.blocks(setting, results), args.into)
+        doc = report.splice(f.read(), parts, args.into)
       outputs.write_text(args.into, doc)
   with open(path, "w") as f:
     f.write(text)
