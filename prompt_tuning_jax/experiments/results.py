@@ -5,7 +5,9 @@
   results.run(args, command)                             # what the script does with its flags (`args`)
 
 Every run's MODEL_DIR is <out_dir>/<task>/<method>/seed_<n> (training.Run.directory); a run whose result.json
-exists is skipped (training.train); --report_only tabulates the finished runs only (training.finished).
+exists is skipped (training.train); --report_only tabulates the finished runs only (training.finished). With
+--ledger=FILE, finished runs are also recorded in FILE (experiments/ledger.py) and a run FILE records is finished
+without its out_dir: the table outlives the machine that trained it.
 """
 import argparse
 import dataclasses
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace, command: str) -> int:
   jax.config.update("jax_compilation_cache_dir", os.path.join(args.out_dir, ".jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   # pylint: disable=g-import-not-at-top  (these import jax, tensorflow)
-  from prompt_tuning_jax.experiments import prompt_ensembles, report, training
+  from prompt_tuning_jax.experiments import ledger, prompt_ensembles, report, training
   from prompt_tuning_jax.train import outputs
   # pylint: enable=g-import-not-at-top
   if args.ensembles:
@@ -92,11 +94,13 @@ def run(args: argparse.Namespace, command: str) -> int:
     if args.dry_run:
       print("\n".join(run.directory for run in plan))
       return 0
+    book = ledger.Ledger(args.ledger) if args.ledger else None
     if args.report_only:
-      results = [r for r in (training.finished(run, args.out_dir) for run in plan) if r is not None]
-      print(f"report only: {len(results)} of {len(plan)} runs finished", flush=True)
+      results = [r for r in (training.finished(run, setting, args.out_dir, book) for run in plan) if r is not None]
+      print(f"report only: {len(results)} of {len(plan)} runs finished"
+            + (f" ({args.ledger}: {len(book)} runs recorded)" if book is not None else ""), flush=True)
     else:
-      results = [training.train(run, setting, args.out_dir) for run in plan]
+      results = [training.train(run, setting, args.out_dir, book=book) for run in plan]
     name = "sweep" if args.sweep else "heads" if args.heads else "results"
     outputs.write_json(os.path.join(args.out_dir, f"{name}.json"),
                        report.payload(command, args.setting, setting, results))

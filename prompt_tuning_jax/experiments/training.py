@@ -16,7 +16,7 @@ import gin
 
 import tasks  # pylint: disable=unused-import  (registers every task)
 from prompt_tuning_jax import gin_utils, minilm, params, runs
-from prompt_tuning_jax.experiments import config, task_variants
+from prompt_tuning_jax.experiments import config, ledger, task_variants
 from prompt_tuning_jax.train import outputs
 from tasks import registry
 
@@ -145,10 +145,29 @@ def _lock_owner_alive(lock: str) -> bool:
   return owner > 0
 
 
-def finished(run: Run, out_dir: str) -> Optional[dict[str, Any]]:
-  """The run's result.json under out_dir, or None when the run has not finished."""
-  model_dir = os.path.join(out_dir, run.directory)
-  return read_result(model_dir) if os.path.isfile(os.path.join(model_dir, "result.json")) else None
+def finished(run: Run, setting: config.Setting, out_dir: str,
+             book: Optional[ledger.Ledger] = None) -> Optional[dict[str, Any]]:
+  """The run's result: its result.json under out_dir (recorded into `book` when it matches the run's current
+  configuration), else `book`'s entry for that configuration; None when neither has it."""
+  model_dir = os.path.abspath(os.path.join(out_dir, run.directory))
+  return _recorded(run, model_dir, *gin_config(run, setting, model_dir), book)
+
+
+def _recorded(run: Run, model_dir: str, files: list[str], bindings: list[str],
+              book: Optional[ledger.Ledger]) -> Optional[dict[str, Any]]:
+  """finished() for a run configured with `files` / `bindings`."""
+  if os.path.isfile(os.path.join(model_dir, "result.json")):
+    result = read_result(model_dir)
+    if book is not None:
+      same = (result.get("gin_files") == files and
+              ledger.portable_bindings(result.get("gin_bindings", ())) == ledger.portable_bindings(bindings))
+      if same:
+        book.add(result, ledger.config_key(files, bindings), result.get("code"))
+      else:
+        print(f"not recorded in {book.path}: {run.directory}/result.json was trained with other gin files or "
+              f"bindings than the run's now", flush=True)
+    return result
+  return None if book is None else book.get(ledger.config_key(files, bindings))
 
 
 def read_result(model_dir: str) -> dict[str, Any]:
@@ -161,25 +180,29 @@ def read_result(model_dir: str) -> dict[str, Any]:
 
 
 def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence[str] = (), extra: Sequence[str] = (),
-          initial_checkpoint: Optional[str] = None, directory: Optional[str] = None) -> dict[str, Any]:
-  """Trains one run unless its result.json exists; returns the result (also written to result.json).
+          initial_checkpoint: Optional[str] = None, directory: Optional[str] = None,
+          book: Optional[ledger.Ledger] = None) -> dict[str, Any]:
+  """Trains one run unless it has finished (finished(): its result.json, else `book`'s entry for its configuration);
+  returns the result (also written to result.json, and recorded into `book`).
 
   `extra_files` / `extra`: more gin files and bindings (gin_config); `directory`: MODEL_DIR relative to out_dir
   (default `run.directory`).
 
   Result: task, method, seed, model_dir (relative to out_dir), train_steps, batch_size, length, metrics (the
   last evaluation: eval/metrics.json), total / trainable parameters and trainable_percent (params.py, abstract
-  shapes), step_seconds (median), train_accuracy_fifths, wall_seconds, gin_files, gin_bindings.
+  shapes), step_seconds (median), train_accuracy_fifths, wall_seconds, gin_files, gin_bindings, code (the commit:
+  ledger.code_version).
   """
   relative = directory or run.directory
   model_dir = os.path.abspath(os.path.join(out_dir, relative))
-  result_path = os.path.join(model_dir, "result.json")
-  if os.path.isfile(result_path):
-    print(f"skip {relative}: finished (result.json)", flush=True)
-    return read_result(model_dir)
+  files, bindings = gin_config(run, setting, model_dir, extra_files, extra, initial_checkpoint)
+  done = _recorded(run, model_dir, files, bindings, book)
+  if done is not None:
+    where = "result.json" if os.path.isfile(os.path.join(model_dir, "result.json")) else book.path
+    print(f"skip {relative}: finished ({where})", flush=True)
+    return done
   print(f"run  {relative}", flush=True)
   start = time.perf_counter()
-  files, bindings = gin_config(run, setting, model_dir, extra_files, extra, initial_checkpoint)
   report = params.parameter_report(files, bindings)
   with claimed(model_dir):
     gin_utils.parse_gin(files, bindings)
@@ -193,6 +216,9 @@ def train(run: Run, setting: config.Setting, out_dir: str, extra_files: Sequence
             "total_parameters": report["total"], "trainable_parameters": report["trainable"],
             "trainable_percent": report["trainable_percent"],
             "step_seconds": step_seconds(rows, setting.batch_size), "train_accuracy_fifths": train_accuracy_fifths(rows),
-            "wall_seconds": round(time.perf_counter() - start, 1), "gin_files": files, "gin_bindings": bindings}
-  outputs.write_json(result_path, result)
+            "wall_seconds": round(time.perf_counter() - start, 1), "gin_files": files, "gin_bindings": bindings,
+            "code": ledger.code_version()}
+  outputs.write_json(os.path.join(model_dir, "result.json"), result)
+  if book is not None:
+    book.add(result, ledger.config_key(files, bindings), result["code"])
   return result

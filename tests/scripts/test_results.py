@@ -286,3 +286,62 @@ def test_a_run_directory_in_use_by_a_live_process_is_refused(tmp_path):
   open(os.path.join(model_dir, "running.pid"), "w").close()  # empty: killed between create and write
   with training.claimed(model_dir):
     assert open(os.path.join(model_dir, "running.pid")).read() == str(os.getpid())
+
+
+@pytest.mark.slow
+def test_ledger_records_finished_runs_and_stands_in_for_a_lost_out_dir(smoke, tmp_path):
+  out_dir, book = str(tmp_path / "copy"), str(tmp_path / "docs" / "table.jsonl")
+  shutil.copytree(smoke[0], out_dir)
+  runs = read(os.path.join(out_dir, "results.json"))["runs"]
+  lora = os.path.join(out_dir, "bert_super_glue_cb", "lora", "seed_0", "result.json")
+  changed = {**read(lora), "gin_bindings": read(lora)["gin_bindings"] + ["LEARNING_RATE = 0.5"]}
+  with open(lora, "w") as f:
+    json.dump(changed, f)  # trained with another configuration than the plan's now: not recorded
+  stdout = run_script("--setting=smoke", "--report_only", f"--out_dir={out_dir}", f"--ledger={book}")
+  assert "report only: 3 of 3 runs finished" in stdout and "not recorded in" in stdout
+  entries = [json.loads(line) for line in open(book)]
+  assert sorted(e["method"] for e in entries) == ["bitfit", "prompt_tuning_random"]
+  for entry in entries:
+    assert not any(b.startswith("MODEL_DIR") for b in entry["gin_bindings"])
+    assert "INITIAL_CHECKPOINT_PATH = 'model'" in entry["gin_bindings"]
+    original = next(r for r in runs if r["method"] == entry["method"])
+    assert entry["metrics"] == original["metrics"] and entry["wall_seconds"] == original["wall_seconds"]
+  # a new machine: no out_dir, only the ledger; the recorded runs are finished and nothing retrains them
+  fresh = str(tmp_path / "fresh")
+  stdout = run_script("--setting=smoke", "--report_only", f"--out_dir={fresh}", f"--ledger={book}")
+  assert "report only: 2 of 3 runs finished" in stdout
+  assert [r["metrics"] for r in read(os.path.join(fresh, "results.json"))["runs"]] == [
+      r["metrics"] for r in runs if r["method"] != "lora"]
+  stdout = run_script("--setting=smoke", "--methods=bitfit,prompt_tuning_random", f"--out_dir={fresh}",
+                      f"--ledger={book}")
+  assert stdout.count(f"finished ({book})") == 2 and "run  " not in stdout
+  assert len(open(book).readlines()) == 2  # nothing appended twice
+
+
+def test_ledger_keys_follow_the_configuration_and_drop_machine_paths(tmp_path):
+  from prompt_tuning_jax.experiments import ledger  # pylint: disable=g-import-not-at-top
+  gin_file = tmp_path / "method.gin"
+  gin_file.write_text("LEARNING_RATE = 1e-3\n")
+  bindings = ["MODEL_DIR = '/machine/a/runs/x'", "INITIAL_CHECKPOINT_PATH = '/venv/site-packages/minilm/model'",
+              "TRAIN_STEPS = 10"]
+  assert ledger.portable_bindings(bindings) == ["INITIAL_CHECKPOINT_PATH = 'model'", "TRAIN_STEPS = 10"]
+  assert ledger.portable_bindings(["INITIAL_CHECKPOINT_PATH = None"]) == ["INITIAL_CHECKPOINT_PATH = None"]
+  key = ledger.config_key([str(gin_file)], bindings)
+  moved = ["MODEL_DIR = '/machine/b/out'", "INITIAL_CHECKPOINT_PATH = '/other/venv/minilm/model'", "TRAIN_STEPS = 10"]
+  assert ledger.config_key([str(gin_file)], moved) == key  # another machine, the same run
+  assert ledger.config_key([str(gin_file)], bindings[:2] + ["TRAIN_STEPS = 11"]) != key
+  gin_file.write_text("LEARNING_RATE = 3e-3\n")
+  assert ledger.config_key([str(gin_file)], bindings) != key  # the method file changed: another run
+
+  path = str(tmp_path / "sub" / "ledger.jsonl")
+  book = ledger.Ledger(path)
+  assert len(book) == 0 and book.get(key) is None
+  result = {"task": "t", "metrics": {"accuracy": 80.0}, "gin_bindings": bindings}
+  assert book.add(result, key, "abc123") and not book.add(result, key, "abc123")
+  again = ledger.Ledger(path)
+  assert len(again) == 1 and again.get(key)["metrics"] == {"accuracy": 80.0}
+  assert again.get(key)["code"] == "abc123" and again.get(key)["gin_bindings"] == ledger.portable_bindings(bindings)
+  with open(path, "a") as f:
+    f.write("not json\n")
+  with pytest.raises(ValueError, match=r"ledger.jsonl:2: not a ledger line"):
+    ledger.Ledger(path)
