@@ -56,6 +56,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       "again and is reported without its out_dir (prompt_tuning_jax/experiments/ledger.py)")
   parser.add_argument("--into", help="a markdown file (docs/RESULTS.md): replace its '<!-- results:NAME -->' blocks "
                       "(table, targets, orderings, plateau, wall) with this report's")
+  parser.add_argument("--marker", default="results",
+                      help="--into's markers are '<!-- MARKER:NAME -->': another marker keeps a second report's "
+                      "blocks on the same page")
   return parser.parse_args(argv)
 
 

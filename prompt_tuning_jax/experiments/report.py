@@ -9,6 +9,7 @@ task (inputs of another length take another time); then the targets (TARGETS) an
 (how near a plateau) and the runs' summed wall time.
 """
 import dataclasses
+import re
 import statistics
 from typing import Any, Optional, Sequence
 
@@ -209,13 +210,16 @@ def markdown(command: str, setting_name: str, setting: config.Setting, results: 
   return "\n".join(lines) + "\n"
 
 
-def splice(doc: str, parts: dict[str, list[str]], path: str) -> str:
-  """`doc` with each part that has markers in it (`<!-- results:NAME -->` ... `<!-- /results:NAME -->`, each on
-  its own line) replaced by the part's lines; the text outside the markers is kept. `path` names the document in
-  the error raised when it has no markers at all or an opening marker without its closing one."""
+def splice(doc: str, parts: dict[str, list[str]], path: str, marker: str = "results") -> str:
+  """`doc` with each part that has markers in it (`<!-- MARKER:NAME -->` ... `<!-- /MARKER:NAME -->`, each on its
+  own line; MARKER = `marker`, so one page can hold two reports' blocks) replaced by the part's lines; the text
+  outside the markers is kept. `path` names the document in the error raised when it has no markers at all or an
+  opening marker without its closing one."""
+  if not re.fullmatch(r"[a-z][a-z0-9_-]*", marker):
+    raise ValueError(f"marker {marker!r}: lower-case letters, digits, '_' and '-' only")
   found = 0
   for name, lines in parts.items():
-    begin, end = f"<!-- results:{name} -->\n", f"<!-- /results:{name} -->"
+    begin, end = f"<!-- {marker}:{name} -->\n", f"<!-- /{marker}:{name} -->"
     if begin not in doc:
       continue
     start = doc.index(begin) + len(begin)
@@ -224,7 +228,7 @@ def splice(doc: str, parts: dict[str, list[str]], path: str) -> str:
       raise ValueError(f"{path}: '{begin.strip()}' has no '{end}' after it")
     doc, found = doc[:start] + "".join(line + "\n" for line in lines) + doc[stop:], found + 1
   if not found:
-    raise ValueError(f"{path}: no '<!-- results:NAME -->' marker for any of {sorted(parts)}")
+    raise ValueError(f"{path}: no '<!-- {marker}:NAME -->' marker for any of {sorted(parts)}")
   return doc
 
 

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     path = os.path.join(args.out_dir, f"{name}.md")
     if args.into and parts is not None:
       with open(args.into) as f:
-        doc = report.splice(f.read(), parts, args.into)
+        doc = report.splice(f.read(), parts, args.into, args.marker)
       outputs.write_text(args.into, doc)
   with open(path, "w") as f:
     f.write(text)

@@ -116,6 +116,11 @@ def test_splice_replaces_the_marked_blocks_and_keeps_the_rest():
     report.splice("<!-- results:table -->\nrows\n", parts, "RESULTS.md")
   with pytest.raises(ValueError, match=r"notes.md: no '<!-- results:NAME -->' marker"):
     report.splice("no markers\n", parts, "notes.md")
+  two = once.replace("end\n", "<!-- rerun:table -->\n<!-- /rerun:table -->\nend\n")
+  rerun = report.splice(two, {"table": ["| b |"]}, "RESULTS.md", marker="rerun")
+  assert rerun == once.replace("end\n", "<!-- rerun:table -->\n| b |\n<!-- /rerun:table -->\nend\n")
+  with pytest.raises(ValueError, match=r"marker 'x -->': lower-case"):
+    report.splice(two, parts, "RESULTS.md", marker="x -->")
 
 
 def test_markdown_is_the_blocks_under_their_headings():
