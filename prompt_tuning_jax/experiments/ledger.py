@@ -64,16 +64,25 @@ class Ledger:
   def __init__(self, path: str):
     self.path = path
     self._entries: dict[str, dict[str, Any]] = {}
-    if os.path.isfile(path):
-      with open(path) as f:
-        for number, line in enumerate(f, 1):
-          if not line.strip():
-            continue
-          try:
-            entry = json.loads(line)
-            self._entries[entry["config_key"]] = entry
-          except (ValueError, KeyError) as error:
-            raise ValueError(f"{path}:{number}: not a ledger line (a JSON object with 'config_key'): {error}") from None
+    self._size = 0
+    self._load()
+
+  def _load(self) -> None:
+    """(Re)reads the file: another process may have appended since (results.py runs two at a time)."""
+    if not os.path.isfile(self.path):
+      return
+    with open(self.path) as f:
+      text = f.read()
+    for number, line in enumerate(text.splitlines(), 1):
+      if not line.strip():
+        continue
+      try:
+        entry = json.loads(line)
+        self._entries[entry["config_key"]] = entry
+      except (ValueError, KeyError) as error:
+        raise ValueError(f"{self.path}:{number}: not a ledger line (a JSON object with 'config_key'): "
+                         f"{error}") from None
+    self._size = len(text.encode())
 
   def __len__(self) -> int:
     return len(self._entries)
@@ -84,6 +93,8 @@ class Ledger:
 
   def add(self, result: dict[str, Any], key: str, code: Optional[str] = None) -> bool:
     """Records `result` (a result.json) under `key` with the commit `code`; False when the key is there already."""
+    if os.path.isfile(self.path) and os.path.getsize(self.path) != self._size:
+      self._load()  # another process appended: do not record its runs twice
     if key in self._entries:
       return False
     entry = {**result, "gin_bindings": portable_bindings(result.get("gin_bindings", ())), "config_key": key,
@@ -95,5 +106,6 @@ class Ledger:
       os.write(fd, line.encode())  # one write: appends from two processes do not interleave
     finally:
       os.close(fd)
+    self._size += len(line.encode())
     self._entries[key] = entry
     return True

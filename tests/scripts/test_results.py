@@ -346,7 +346,10 @@ def test_ledger_keys_follow_the_configuration_and_drop_machine_paths(tmp_path):
   again = ledger.Ledger(path)
   assert len(again) == 1 and again.get(key)["metrics"] == {"accuracy": 80.0}
   assert again.get(key)["code"] == "abc123" and again.get(key)["gin_bindings"] == ledger.portable_bindings(bindings)
+  other = ledger.Ledger(path)  # a second process: what it appends is not appended again
+  assert other.add({**result, "metrics": {"accuracy": 81.0}}, "k2") and not book.add(result, "k2")
+  assert [json.loads(line)["config_key"] for line in open(path)] == [key, "k2"]
   with open(path, "a") as f:
     f.write("not json\n")
-  with pytest.raises(ValueError, match=r"ledger.jsonl:2: not a ledger line"):
+  with pytest.raises(ValueError, match=r"ledger.jsonl:3: not a ledger line"):
     ledger.Ledger(path)
