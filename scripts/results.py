@@ -19,7 +19,8 @@ Every run's MODEL_DIR is <out_dir>/<task>/<method>/seed_<n>; a run whose result.
 same command resumes after an interruption (an unfinished run resumes from its checkpoint); --report_only trains
 nothing and tabulates the finished runs of the plan (an unfinished one shows as a dash). --ledger=FILE records each
 finished run in FILE (committed: docs/results/table_cpu.jsonl holds the cpu table's) and counts the runs it records
-as finished, so a new machine resumes the table where the last one stopped. Writes into out_dir:
+as finished, so a new machine resumes the table where the last one stopped. A run that another live process is
+training is left to it (running.pid), so the same command started twice trains its runs on two workers. Writes into out_dir:
 results.json + results.md (or ensembles.json + ensembles.md) and command.txt (every command run there).
 BoolQ trains on a fixed part of its validation file (experiments/task_variants.py); the outputs say so.
 """

@@ -60,6 +60,20 @@ def make_plan(setting: config.Setting, *, sweep: bool = False, heads: bool = Fal
   return [Run(t, m, s) for t in setting.tasks for m in setting.methods for s in setting.seeds]
 
 
+def train_plan(plan: list, setting: config.Setting, out_dir: str, book=None) -> list[dict]:
+  """Trains each run of `plan` in order (training.train: finished ones are skipped) and returns their results; a run
+  that another live process is training (training.RunInUse) is left to it and missing from the list, so two
+  processes running the same command share its runs."""
+  from prompt_tuning_jax.experiments import training  # pylint: disable=g-import-not-at-top  (imports jax, seqio)
+  results = []
+  for run_ in plan:
+    try:
+      results.append(training.train(run_, setting, out_dir, book=book))
+    except training.RunInUse as error:
+      print(f"busy {run_.directory}: {error}", flush=True)
+  return results
+
+
 def run(args: argparse.Namespace, command: str) -> int:
   """scripts/results.py with its parsed flags `args`: writes command.txt, then the table (results.json/.md),
   the sweep (sweep.json/.md), the head comparison (heads.json/.md) or the ensembles (ensembles.json/.md) into
@@ -100,7 +114,7 @@ def run(args: argparse.Namespace, command: str) -> int:
       print(f"report only: {len(results)} of {len(plan)} runs finished"
             + (f" ({args.ledger}: {len(book)} runs recorded)" if book is not None else ""), flush=True)
     else:
-      results = [training.train(run, setting, args.out_dir, book=book) for run in plan]
+      results = train_plan(plan, setting, args.out_dir, book)
     name = "sweep" if args.sweep else "heads" if args.heads else "results"
     outputs.write_json(os.path.join(args.out_dir, f"{name}.json"),
                        report.payload(command, args.setting, setting, results))

@@ -109,10 +109,15 @@ def read_json(path: str) -> Any:
     return json.load(f)
 
 
+class RunInUse(RuntimeError):
+  """A live process holds the run's MODEL_DIR (claimed)."""
+
+
 @contextlib.contextmanager
 def claimed(model_dir: str):
-  """Holds `model_dir/running.pid` while this process trains there: a second results.py (or notebook) on the
-  same run stops with an error instead of interleaving its writes; a lock left by a killed process is taken over."""
+  """Holds `model_dir/running.pid` while this process trains there: a second process on the same run gets
+  RunInUse instead of interleaving its writes (results.train_plan moves on to its next run; a notebook stops);
+  a lock left by a killed process is taken over."""
   os.makedirs(model_dir, exist_ok=True)
   lock = os.path.join(model_dir, "running.pid")
   while True:
@@ -121,7 +126,7 @@ def claimed(model_dir: str):
       break
     except FileExistsError:
       if _lock_owner_alive(lock):
-        raise RuntimeError(f"{model_dir} is being trained by process {open(lock).read().strip()} (running.pid); "
+        raise RunInUse(f"{model_dir} is being trained by process {open(lock).read().strip()} (running.pid); "
                            f"wait for it, or remove the file if that process is not this run") from None
       os.remove(lock)  # stale: its process is gone
   with os.fdopen(fd, "w") as f:

@@ -279,7 +279,7 @@ def test_smoke_ensembles_share_the_head_and_match_each_prompt_run(tmp_path):
 def test_a_run_directory_in_use_by_a_live_process_is_refused(tmp_path):
   model_dir = str(tmp_path / "run")
   with training.claimed(model_dir):
-    with pytest.raises(RuntimeError, match=rf"being trained by process {os.getpid()}"):
+    with pytest.raises(training.RunInUse, match=rf"being trained by process {os.getpid()}"):
       with training.claimed(model_dir):
         pass
   assert not os.path.exists(os.path.join(model_dir, "running.pid"))
@@ -353,3 +353,16 @@ def test_ledger_keys_follow_the_configuration_and_drop_machine_paths(tmp_path):
     f.write("not json\n")
   with pytest.raises(ValueError, match=r"ledger.jsonl:3: not a ledger line"):
     ledger.Ledger(path)
+
+
+@pytest.mark.slow
+def test_a_run_another_process_trains_is_left_to_it_and_the_plan_goes_on(smoke, tmp_path):
+  out_dir = str(tmp_path / "copy")
+  shutil.copytree(smoke[0], out_dir)
+  lora = os.path.join(out_dir, "bert_super_glue_cb", "lora", "seed_0")
+  os.remove(os.path.join(lora, "result.json"))  # unfinished, and held by a live process (this one)
+  setting = config.SETTINGS["smoke"]
+  with training.claimed(lora):
+    done = results.train_plan(results.make_plan(setting), setting, out_dir)
+  assert sorted(r["method"] for r in done) == ["bitfit", "prompt_tuning_random"]
+  assert not os.path.exists(os.path.join(lora, "result.json"))  # nothing trained it
