@@ -14,7 +14,7 @@ import dataclasses
 import os
 from typing import Optional
 
-from prompt_tuning_jax.experiments import config
+from prompt_tuning_jax.experiments import config, ledger  # neither imports jax
 
 
 def choose(value: Optional[str], default: tuple, known: Optional[dict], what: str) -> tuple:
@@ -60,7 +60,7 @@ def make_plan(setting: config.Setting, *, sweep: bool = False, heads: bool = Fal
   return [Run(t, m, s) for t in setting.tasks for m in setting.methods for s in setting.seeds]
 
 
-def train_plan(plan: list, setting: config.Setting, out_dir: str, book=None) -> list[dict]:
+def train_plan(plan: list, setting: config.Setting, out_dir: str, book: Optional[ledger.Ledger] = None) -> list[dict]:
   """Trains each run of `plan` in order (training.train: finished ones are skipped) and returns their results; a run
   that another live process is training (training.RunInUse) is left to it and missing from the list, so two
   processes running the same command share its runs."""
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, command: str) -> int:
   jax.config.update("jax_compilation_cache_dir", os.path.join(args.out_dir, ".jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   # pylint: disable=g-import-not-at-top  (these import jax, tensorflow)
-  from prompt_tuning_jax.experiments import ledger, prompt_ensembles, report, training
+  from prompt_tuning_jax.experiments import prompt_ensembles, report, training
   from prompt_tuning_jax.train import outputs
   # pylint: enable=g-import-not-at-top
   if args.ensembles:

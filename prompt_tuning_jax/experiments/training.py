@@ -127,7 +127,7 @@ def claimed(model_dir: str):
     except FileExistsError:
       if _lock_owner_alive(lock):
         raise RunInUse(f"{model_dir} is being trained by process {open(lock).read().strip()} (running.pid); "
-                           f"wait for it, or remove the file if that process is not this run") from None
+                       f"wait for it, or remove the file if that process is not this run") from None
       os.remove(lock)  # stale: its process is gone
   with os.fdopen(fd, "w") as f:
     f.write(str(os.getpid()))
