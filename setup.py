@@ -34,6 +34,7 @@ setuptools.setup(
     extras_require={
         "test": [
             "pytest>=9.2,<10",
+            "pytest-xdist>=3.8,<4",
             "torch==2.13.0",
             "transformers==5.23.0",
             "peft==0.21.2",

@@ -6,7 +6,8 @@ cleared and parsed from the files each time), so each one is traced once and eve
 
 The suite compiles the same tiny programs in many processes (the train CLI in subprocesses, notebooks, the
 results scripts), so JAX's persistent compilation cache points at one temporary folder that every test
-process inherits (set before jax is imported; removed at exit). Programs and numerics are unchanged: a cache
+process inherits (set before jax is imported; removed at exit); pytest-xdist's workers inherit it from the
+controller, which imports this file first, so they share it too. Programs and numerics are unchanged: a cache
 hit returns the executable the same compile would produce. A JAX_COMPILATION_CACHE_DIR set from outside is
 used and kept: `make test-fast` passes one that outlives the run. Measured on the 2-core machine at load 8-10
 (user+sys CPU of the fast tier, 432 tests): no cache 331 s, this per-run cache 371 s (the keys and writes cost
