@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
 XLA_CACHE ?= $(or $(TMPDIR),/tmp)/prompt_tuning_jax_xla_cache
 # pytest-xdist workers: a test file stays on one worker (--dist loadfile), so its module fixtures run once.
 TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: install demo test test-fast clean
 
@@ -25,12 +26,12 @@ demo: $(STAMP)
 	$(BIN)/python -m prompt_tuning_jax.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PYTEST) tests
 
 # The tests not marked slow (pytest.ini): no multi-process, notebook, benchmark or real-data run, nothing over ~5 s.
 test-fast: $(STAMP)
 	JAX_COMPILATION_CACHE_DIR=$(XLA_CACHE) JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
-	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
+	  $(PYTEST) -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(XLA_CACHE)
