@@ -84,9 +84,15 @@ def gin_config(run: Run, setting: config.Setting, model_dir: str, extra_files: S
 
 
 def train_rows(metrics_jsonl: str) -> list[dict[str, Any]]:
-  """The train steps' rows of a run's metrics.jsonl, in order."""
+  """The train steps' rows of a run's metrics.jsonl, one per step in step order. A run stopped before its next
+  checkpoint redoes the steps since the last one and appends their rows again (summaries.py appends): the last
+  row of a step is the attempt that finished the run."""
+  by_step: dict[int, dict[str, Any]] = {}
   with open(metrics_jsonl) as f:
-    return [row for row in map(json.loads, f) if row["split"] == "train"]
+    for row in map(json.loads, f):
+      if row["split"] == "train":
+        by_step[row["step"]] = row
+  return [by_step[step] for step in sorted(by_step)]
 
 
 def step_seconds(rows: list[dict[str, Any]], batch_size: int) -> Optional[float]:
@@ -176,11 +182,16 @@ def _recorded(run: Run, model_dir: str, files: list[str], bindings: list[str],
 
 
 def read_result(model_dir: str) -> dict[str, Any]:
-  """model_dir/result.json, with train_accuracy_fifths added from its metrics.jsonl where the result predates
-  the field."""
+  """model_dir/result.json, with train_accuracy_fifths and step_seconds taken from its metrics.jsonl where that
+  is there (the source of both: a result.json written before train_rows kept one row per step, or before the
+  field existed, is read right)."""
   result = read_json(os.path.join(model_dir, "result.json"))
-  if "train_accuracy_fifths" not in result:
-    result["train_accuracy_fifths"] = train_accuracy_fifths(train_rows(os.path.join(model_dir, "metrics.jsonl")))
+  metrics_jsonl = os.path.join(model_dir, "metrics.jsonl")
+  if os.path.isfile(metrics_jsonl):
+    rows = train_rows(metrics_jsonl)
+    result["train_accuracy_fifths"] = train_accuracy_fifths(rows)
+    if "batch_size" in result:
+      result["step_seconds"] = step_seconds(rows, result["batch_size"])
   return result
 
 

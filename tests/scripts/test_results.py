@@ -196,10 +196,19 @@ def test_orderings_and_targets_are_judged_on_the_seed_means():
 
 def test_train_accuracy_fifths_and_the_plateau_table(tmp_path):
   metrics = tmp_path / "metrics.jsonl"
-  rows = [{"split": "train", "step": i + 1, "accuracy": 0.5 if i < 8 else 1.0} for i in range(10)]
+  rows = [{"split": "train", "step": i + 1, "accuracy": 0.5 if i < 8 else 1.0, "examples_per_second": 2.0}
+          for i in range(10)]
   rows.insert(3, {"split": "eval", "step": 3, "accuracy": 0.0})  # eval rows are not train batches
   metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
   assert training.train_accuracy_fifths(training.train_rows(str(metrics))) == [50.0, 50.0, 50.0, 50.0, 100.0]
+  restarted = [{"split": "train", "step": i + 1, "accuracy": 0.0, "examples_per_second": 1.0}
+               for i in range(6)] + rows  # a first attempt, stopped before a checkpoint, then the run again
+  metrics.write_text("".join(json.dumps(r) + "\n" for r in restarted))
+  assert [r["step"] for r in training.train_rows(str(metrics))] == list(range(1, 11))
+  assert training.train_accuracy_fifths(training.train_rows(str(metrics))) == [50.0, 50.0, 50.0, 50.0, 100.0]
+  (tmp_path / "result.json").write_text(json.dumps({"batch_size": 4, "train_accuracy_fifths": [0.0] * 5}))
+  result = training.read_result(str(tmp_path))  # a result.json written before train_rows kept one row per step
+  assert result["train_accuracy_fifths"] == [50.0, 50.0, 50.0, 50.0, 100.0] and result["step_seconds"] == 2.0
   metrics.write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
   assert training.train_accuracy_fifths(training.train_rows(str(metrics))) == []  # under 5 train steps
   sst2 = "bert_glue_sst2"
