@@ -108,7 +108,7 @@ def train(*, model: nn.Module, model_dir: str, train_steps: int, batch_size: int
     log.info("process %d of %d feeds rows [%d, %d) of each global batch of %d", jax.process_index(),
              jax.process_count(), rows.start, rows.stop, batch_size)
   batches = train_data(batch_size, start, rows)
-  writer = SummaryWriter(model_dir)
+  writer = SummaryWriter(model_dir, start)
   metadata = {**(metadata or {}), "batch_size": batch_size, "seed": seed}
   last_metrics: dict[str, Any] = {}
   progress = tqdm.tqdm(total=train_steps, initial=start, unit="step", dynamic_ncols=True,

@@ -29,6 +29,22 @@ def test_process_zero_writes_every_file_atomically(tmp_path):
   assert not [name for _, _, names in os.walk(tmp_path) for name in names if name.endswith(".tmp")]
 
 
+def test_a_resumed_run_drops_what_an_earlier_attempt_logged_after_its_checkpoint(tmp_path):
+  writer = summaries.SummaryWriter(str(tmp_path))
+  for step in range(1, 6):  # an attempt that stopped after step 5, its last checkpoint at step 3
+    writer.scalars("train", step, {"loss": 1.0})
+  writer.scalars("eval", 3, {"accuracy": 50.0})
+  writer.close()
+  writer = summaries.SummaryWriter(str(tmp_path), start_step=3)
+  writer.scalars("train", 4, {"loss": 0.5})
+  writer.close()
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [(r["split"], r["step"], r.get("loss")) for r in rows] == [
+      ("train", 1, 1.0), ("train", 2, 1.0), ("train", 3, 1.0), ("eval", 3, None), ("train", 4, 0.5)]
+  summaries.SummaryWriter(str(tmp_path)).close()  # a run that starts over keeps nothing
+  assert open(tmp_path / "metrics.jsonl").read() == ""
+
+
 def test_other_processes_of_a_multi_host_run_write_nothing(tmp_path, monkeypatch):
   monkeypatch.setattr(jax, "process_index", lambda: 1)
   write_everything(str(tmp_path))

@@ -104,6 +104,9 @@ def test_sigkill_then_resume_is_bit_identical(uninterrupted, tmp_path):
   expected, _ = final_trainable(uninterrupted)
   got, step = final_trainable(model_dir)
   assert step == 60 and got.keys() == expected.keys()
+  steps = [row["step"] for row in map(json.loads, open(os.path.join(model_dir, "metrics.jsonl")))
+           if row["split"] == "train"]
+  assert steps == list(range(1, 61))  # the killed attempt's rows after its checkpoint are dropped
   for path in expected:
     np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
 
