@@ -1,10 +1,19 @@
 """Training and eval scalars: TensorBoard event files plus a metrics.jsonl a script can read."""
 import json
 import os
+from typing import Optional
 
 import tensorboardX
 
 from prompt_tuning_jax.train import outputs
+
+
+def _step(line: str) -> Optional[int]:
+  """A metrics.jsonl line's step; None for a line that is not a whole row (the torn end of a killed write)."""
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
 
 
 class SummaryWriter:
@@ -26,7 +35,7 @@ class SummaryWriter:
       path = os.path.join(model_dir, "metrics.jsonl")
       if os.path.isfile(path):
         with open(path) as f:
-          kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start_step]
+          kept = [line for line in f if _step(line) is not None and _step(line) <= start_step]
         outputs.write_text(path, "".join(kept))
       self._jsonl = open(path, "a")
 

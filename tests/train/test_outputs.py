@@ -35,6 +35,8 @@ def test_a_resumed_run_drops_what_an_earlier_attempt_logged_after_its_checkpoint
     writer.scalars("train", step, {"loss": 1.0})
   writer.scalars("eval", 3, {"accuracy": 50.0})
   writer.close()
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"split": "train", "st')  # killed in the middle of a write
   writer = summaries.SummaryWriter(str(tmp_path), start_step=3)
   writer.scalars("train", 4, {"loss": 0.5})
   writer.close()
