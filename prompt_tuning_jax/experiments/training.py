@@ -84,9 +84,9 @@ def gin_config(run: Run, setting: config.Setting, model_dir: str, extra_files: S
 
 
 def train_rows(metrics_jsonl: str) -> list[dict[str, Any]]:
-  """The train steps' rows of a run's metrics.jsonl, one per step in step order. A run stopped before its next
-  checkpoint redoes the steps since the last one and appends their rows again (summaries.py appends): the last
-  row of a step is the attempt that finished the run."""
+  """The train steps' rows of a run's metrics.jsonl, one per step in step order. summaries.SummaryWriter drops
+  an interrupted attempt's rows when the run resumes; a file written before it did holds the redone steps twice,
+  and the last row of a step is the attempt that finished the run."""
   by_step: dict[int, dict[str, Any]] = {}
   with open(metrics_jsonl) as f:
     for row in map(json.loads, f):

@@ -35,7 +35,7 @@ class SummaryWriter:
       path = os.path.join(model_dir, "metrics.jsonl")
       if os.path.isfile(path):
         with open(path) as f:
-          kept = [line for line in f if _step(line) is not None and _step(line) <= start_step]
+          kept = [line for line in f if (step := _step(line)) is not None and step <= start_step]
         outputs.write_text(path, "".join(kept))
       self._jsonl = open(path, "a")
 
