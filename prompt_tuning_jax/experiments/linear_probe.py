@@ -3,7 +3,8 @@
   python scripts/linear_probe.py --tasks=bert_glue_sst2,bert_glue_rte --train_examples=1600 --out_dir=runs/probe
 
 For each task, the frozen backbone (the same checkpoint and input length as scripts/results.py's runs) reads
-the first `--train_examples` training examples and the whole dev set, and three feature kinds are probed:
+the first `--train_examples` training examples and the whole dev set (BoolQ*: the table's split of val.jsonl,
+training.task_name), and three feature kinds are probed:
   pooler   the pooler output tanh(W h_[CLS] + b): what BertForSequenceClassification's head reads,
   cls      the last layer's [CLS] row,
   mean     the last layer averaged over the non-padding rows (how sentence-transformers trained this model).
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from prompt_tuning_jax.experiments import examples
+from prompt_tuning_jax.experiments import examples, training
 
 FEATURES = ("pooler", "cls", "mean")
 
@@ -107,11 +108,13 @@ def accuracy(probe, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def probe_task(task: str, args: argparse.Namespace, model, params) -> dict:
-  """Train/dev accuracy of each feature kind's probe, and the dev majority-class accuracy."""
+  """Train/dev accuracy of each feature kind's probe, and the dev majority-class accuracy. `task` reads the
+  splits the table's runs read (training.task_name: BoolQ* trains on val.jsonl's first rows, evaluates on the rest)."""
   from tasks import registry  # pylint: disable=g-import-not-at-top
-  num_labels = len(registry.label_strings(task))
-  train = examples.first_examples(task, "train", args.length, args.train_examples)
-  dev = examples.first_examples(task, "validation", args.length, args.eval_examples)
+  data_task = training.task_name(task)
+  num_labels = len(registry.label_strings(data_task))
+  train = examples.first_examples(data_task, "train", args.length, args.train_examples)
+  dev = examples.first_examples(data_task, "validation", args.length, args.eval_examples)
   train_x, dev_x = features(model, params, train), features(model, params, dev)
   result = {"task": task, "train_examples": len(train["labels"]), "eval_examples": len(dev["labels"]),
             "majority": float(100.0 * np.bincount(dev["labels"], minlength=num_labels).max() / len(dev["labels"])),

@@ -1,4 +1,5 @@
 """scripts/linear_probe.py on the real MiniLM and CB from the data dir, a few examples."""
+import argparse
 import json
 import os
 import subprocess
@@ -7,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from prompt_tuning_jax.experiments import examples, linear_probe
+from prompt_tuning_jax.experiments import examples, linear_probe, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -32,6 +33,20 @@ def test_probe_outputs_and_fit(tmp_path):
   assert set(result["budget_head"]) == {"1e-3", "1e-2", "1e-1"}
   assert all(0.0 <= v <= 100.0 for head in result["budget_head"].values() for v in head.values())
   assert "| bert_super_glue_cb | 32 |" in open(os.path.join(out_dir, "probe.md")).read()
+
+
+@pytest.mark.slow
+def test_boolq_is_probed_on_the_tables_split():
+  """The shared data has no BoolQ train split: the probe reads the table's (val.jsonl's first rows / the rest)."""
+  from prompt_tuning_jax import minilm  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.checkpoints import hf_bert  # pylint: disable=g-import-not-at-top
+  model, params = hf_bert.load_hf_bert(minilm.minilm_dir())
+  args = argparse.Namespace(length=32, train_examples=8, eval_examples=6, probe_steps=5, l2=1e-4, head_steps=2,
+                            head_batch=4, head_lrs="1e-2")
+  result = linear_probe.probe_task("bert_super_glue_boolq", args, model, params)
+  assert (result["task"], result["train_examples"], result["eval_examples"]) == ("bert_super_glue_boolq", 8, 6)
+  dev_labels = examples.first_examples(training.task_name("bert_super_glue_boolq"), "validation", 32, 6)["labels"]
+  assert result["majority"] == 100.0 * np.bincount(dev_labels).max() / 6
 
 
 def test_budget_head_takes_the_steps_it_is_given():
