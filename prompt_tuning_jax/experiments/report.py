@@ -64,9 +64,20 @@ def main_metric(runs: Sequence[dict]) -> list[float]:
   return [r["metrics"][config.TASKS[r["task"]].metrics[0]] for r in runs]
 
 
+def binomial_se(a: dict, b: dict) -> float:
+  """The standard error, in points, of the gap between two single runs' accuracies (result.json 'metrics' with
+  'accuracy' in % and 'num_examples'), each run's accuracy taken as a binomial proportion over its eval examples and
+  the two as independent: 100 sqrt(p_a (1 - p_a) / N_a + p_b (1 - p_b) / N_b). It measures the eval set's sampling
+  noise only, not the seed's (which the 3-seed rows show is often larger)."""
+  pa, pb = a["accuracy"] / 100, b["accuracy"] / 100
+  return 100 * (pa * (1 - pa) / a["num_examples"] + pb * (1 - pb) / b["num_examples"]) ** 0.5
+
+
 def orderings_markdown(setting: config.Setting, results: list[dict]) -> list[str]:
   """Per ordering and task (the tasks with the most seeds first): both sides' mean ± std and holds / does not hold
-  on the means (with 'within one std' when the gap is smaller than the larger std)."""
+  on the means, marked when the gap (less the ordering's margin) is smaller than its noise: with several seeds,
+  'within one std' (the larger side's sample std); with one seed on an accuracy metric, 'within one binomial s.e.'
+  (binomial_se); with one seed on another metric, 'one seed, no spread measured'."""
   lines = []
   for o in ORDERINGS:
     for task in setting.tasks:
@@ -75,10 +86,16 @@ def orderings_markdown(setting: config.Setting, results: list[dict]) -> list[str
         continue
       va, vb = main_metric(a), main_metric(b)
       gap = statistics.mean(va) - statistics.mean(vb)
-      spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (va, vb))
       verdict = "holds" if gap > o.margin else "does not hold"
-      if abs(gap - o.margin) < spread:
-        verdict += " (gap within one std)"
+      if min(len(va), len(vb)) > 1:
+        if abs(gap - o.margin) < max(statistics.stdev(va), statistics.stdev(vb)):
+          verdict += " (gap within one std)"
+      elif config.TASKS[task].metrics[0] == "accuracy":
+        se = binomial_se(a[0]["metrics"], b[0]["metrics"])
+        if abs(gap - o.margin) < se:
+          verdict += f" (gap within one binomial s.e., {se:.2f})"
+      else:
+        verdict += " (one seed, no spread measured)"
       lines.append(f"- {o.claim}, {config.TASKS[task].label} (n={min(len(va), len(vb))}): {seed_values(va)} vs "
                    f"{seed_values(vb)}, gap {gap:+.2f}: **{verdict}**")
   return lines

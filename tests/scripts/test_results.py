@@ -6,6 +6,7 @@ metrics.jsonl, the markdown shows those values, a second invocation trains nothi
 per-prompt metrics are each prompt run's own evaluation, its mean / best follow from them, and the frozen head
 the prompts share is the head run's trained classifier.
 """
+import dataclasses
 import json
 import math
 import os
@@ -140,8 +141,9 @@ def test_mean_std_format():
   assert report.mean_std([80.0, 82.0]) == f"81.00 ± {statistics.stdev([80.0, 82.0]):.2f}"
 
 
-def fake_run(task: str, method: str, seed: int, value: float) -> dict:
-  return {"task": task, "method": method, "seed": seed, "metrics": {config.TASKS[task].metrics[0]: value}}
+def fake_run(task: str, method: str, seed: int, value: float, num_examples: int = 872) -> dict:
+  return {"task": task, "method": method, "seed": seed,
+          "metrics": {config.TASKS[task].metrics[0]: value, "num_examples": num_examples}}
 
 
 def test_sweep_plan_covers_each_swept_rate_and_borrowed_rates_name_a_swept_method():
@@ -187,7 +189,17 @@ def test_orderings_and_targets_are_judged_on_the_seed_means():
   assert lines[0].startswith("- parallel adapter > sequential adapter") and "SST-2 (n=3)" in lines[0]
   assert lines[0].endswith("gap +1.50: **holds**")
   assert "CB (n=3)" in lines[1] and lines[1].endswith("gap -1.00: **does not hold (gap within one std)**")
-  assert lines[2].startswith("- PASTA within 2 points") and lines[2].endswith("gap -1.50: **holds**")
+  # one seed each: 0.5 points past the margin is inside the binomial s.e. of two accuracies over 872 examples
+  se = 100 * (0.84 * 0.16 / 872 + 0.855 * 0.145 / 872) ** 0.5
+  assert se == pytest.approx(1.72, abs=0.01)
+  assert lines[2].startswith("- PASTA within 2 points")
+  assert lines[2].endswith(f"gap -1.50: **holds (gap within one binomial s.e., {se:.2f})**")
+  mrpc, boolq = "bert_glue_mrpc", config.BOOLQ
+  one_seed = [fake_run(mrpc, "parallel_adapter", 0, 80.0), fake_run(mrpc, "sequential_adapter", 0, 90.0),
+              fake_run(boolq, "fl_tuning", 0, 70.0, 2000), fake_run(boolq, "prompt_tuning_random", 0, 62.0, 2000)]
+  lines = report.orderings_markdown(dataclasses.replace(setting, tasks=(mrpc, boolq)), one_seed)
+  assert lines[0].endswith("gap -10.00: **does not hold (one seed, no spread measured)**")  # F1: no binomial
+  assert lines[1].endswith("gap +8.00: **holds**")  # 8 points > the s.e. of 70% and 62% over 2000 (~1.5)
   targets = report.targets_markdown(setting, runs + [fake_run(sst2, "bitfit", 0, 60.0)])
   assert "- full fine-tuning on SST-2 >= 66.0: 85.50 **met**" in targets
   assert "- BitFit on SST-2 >= 66.0: 60.00 **missed**" in targets
