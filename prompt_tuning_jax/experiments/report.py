@@ -75,9 +75,9 @@ def binomial_se(a: dict, b: dict) -> float:
 
 def orderings_markdown(setting: config.Setting, results: list[dict]) -> list[str]:
   """Per ordering and task (the tasks with the most seeds first): both sides' mean ± std and holds / does not hold
-  on the means, marked when the gap (less the ordering's margin) is smaller than its noise: with several seeds,
-  'within one std' (the larger side's sample std); with one seed on an accuracy metric, 'within one binomial s.e.'
-  (binomial_se); with one seed on another metric, 'one seed, no spread measured'."""
+  on the means, marked when the gap (less the ordering's margin) is smaller than its noise: with several seeds on
+  either side, 'within one std' (the larger sample std); with one seed on an accuracy metric, 'within one
+  binomial s.e.' (binomial_se); with one seed on another metric, 'one seed, no spread measured'."""
   lines = []
   for o in ORDERINGS:
     for task in setting.tasks:
@@ -87,8 +87,8 @@ def orderings_markdown(setting: config.Setting, results: list[dict]) -> list[str
       va, vb = main_metric(a), main_metric(b)
       gap = statistics.mean(va) - statistics.mean(vb)
       verdict = "holds" if gap > o.margin else "does not hold"
-      if min(len(va), len(vb)) > 1:
-        if abs(gap - o.margin) < max(statistics.stdev(va), statistics.stdev(vb)):
+      if max(len(va), len(vb)) > 1:  # (a side with one seed while the table fills in counts as spread 0)
+        if abs(gap - o.margin) < max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (va, vb)):
           verdict += " (gap within one std)"
       elif config.TASKS[task].metrics[0] == "accuracy":
         se = binomial_se(a[0]["metrics"], b[0]["metrics"])
